@@ -1,0 +1,1 @@
+"""Checkpoint formats (plugins, `git_theta.checkpoints`): bytes <-> named tensors + skeleton."""

@@ -1,0 +1,1 @@
+"""Merge strategies for conflicting parameters (plugins, `git_theta.merges`)."""

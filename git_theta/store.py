@@ -1,0 +1,255 @@
+"""The content-addressed object store under the repository's common git dir.
+
+Objects live at `<git-common-dir>/theta/objects/ab/cdef...` where `abcdef...` is the sha256
+of the stored bytes, so every object is also a valid Git LFS object. Objects are written
+once, through a temporary file in the same filesystem and `os.replace`, so a reader never
+sees half an object, and concurrent writers of the same object both succeed. Reads verify
+the hash before anything decoded from the bytes is trusted.
+
+A second small map, `theta/rawmap/`, remembers which object holds the encoding of a given
+raw value (by its blake3 hash), so that an unchanged parameter is neither re-encoded nor
+re-stored on the next `git add`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from git_theta.errors import ObjectCorruptError, ObjectMissingError
+
+OID_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    oid: str
+    size: int
+
+
+def check_oid(oid: str) -> str:
+    """`oid` if it is 64 lowercase hex digits; a hostile manifest cannot reach other paths."""
+    if not OID_RE.match(oid):
+        raise ValueError(f"invalid object id {oid!r}")
+    return oid
+
+
+class ObjectWriter:
+    """Streams bytes into a temporary file while hashing; `commit()` publishes the object."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        store.tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=store.tmp, prefix="obj-")
+        self._path = Path(name)
+        self._file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self) -> StoredObject:
+        self._file.close()
+        oid = self._hash.hexdigest()
+        self._done = True
+        if self._store.has(oid):
+            self._path.unlink()
+        elif self._store.staged is not None:
+            self._store.staged[oid] = self._path
+        else:
+            self._store.publish(oid, self._path)
+        return StoredObject(oid, self.size)
+
+    def abort(self) -> None:
+        if not self._done:
+            self._file.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+            self._done = True
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self.rawmap = self.root / "rawmap"
+        self.tmp = self.root / "tmp"
+        # inside transaction(): objects written but not yet published, and rawmap lines
+        self.staged: dict[str, Path] | None = None
+        self._staged_map: list[tuple[str, str, StoredObject]] = []
+
+    def path(self, oid: str) -> Path:
+        check_oid(oid)
+        return self.objects / oid[:2] / oid[2:4] / oid
+
+    def _location(self, oid: str) -> Path:
+        if self.staged is not None and oid in self.staged:
+            return self.staged[oid]
+        return self.path(oid)
+
+    def has(self, oid: str) -> bool:
+        if self.staged is not None and oid in self.staged:
+            return True
+        return self.path(oid).is_file()
+
+    def publish(self, oid: str, tmp: Path) -> None:
+        final = self.path(oid)
+        if final.exists():
+            tmp.unlink()
+            return
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """A view of this store whose new objects appear only if the block succeeds.
+
+        A failed `git add` of a truncated checkpoint thus leaves the store as it was.
+        """
+        txn = Store(self.root)
+        txn.staged = {}
+        ok = False
+        try:
+            yield txn
+            ok = True
+        finally:
+            staged, txn.staged = txn.staged, None
+            if ok:
+                for oid, tmp in staged.items():
+                    self.publish(oid, tmp)
+                for raw_hash, kind, obj in txn._staged_map:
+                    self.remember(raw_hash, kind, obj)
+            else:
+                for tmp in staged.values():
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[ObjectWriter]:
+        w = ObjectWriter(self)
+        try:
+            yield w
+        finally:
+            w.abort()
+
+    def put(self, data: bytes | memoryview) -> StoredObject:
+        with self.writer() as w:
+            w.write(data)
+            return w.commit()
+
+    def put_file(self, src: Path, oid: str) -> StoredObject:
+        """Adopt an already-written file (e.g. a download) after checking its hash."""
+        h = hashlib.sha256()
+        size = 0
+        with open(src, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+        if h.hexdigest() != oid:
+            raise ObjectCorruptError(oid, f"content hashes to {h.hexdigest()[:12]}")
+        final = self.path(oid)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, final)
+        return StoredObject(oid, size)
+
+    @contextlib.contextmanager
+    def open_verified(
+        self, oid: str, *, param: str | None = None, path: str | None = None
+    ) -> Iterator[memoryview]:
+        """The stored bytes of `oid`, memory-mapped, after checking their sha256."""
+        p = self._location(oid)
+        try:
+            f = open(p, "rb")  # noqa: SIM115 - closed below, after the map
+        except FileNotFoundError:
+            raise ObjectMissingError(oid, param=param, path=path) from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                view: memoryview = memoryview(b"")
+                m = None
+            else:
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                view = memoryview(m)
+            try:
+                actual = hashlib.sha256(view).hexdigest()
+                if actual != oid:
+                    raise ObjectCorruptError(
+                        oid, f"content hashes to {actual[:12]}", param=param, path=path
+                    )
+                yield view
+            finally:
+                # decoders may still hold slices of the map; it then closes when collected
+                with contextlib.suppress(BufferError):
+                    view.release()
+                    if m is not None:
+                        m.close()
+
+    def read(self, oid: str, *, param: str | None = None, path: str | None = None) -> bytes:
+        with self.open_verified(oid, param=param, path=path) as view:
+            return bytes(view)
+
+    # -- the raw-value map ------------------------------------------------------------------
+
+    def _rawmap_path(self, raw_hash: str) -> Path:
+        digest = raw_hash.split(":", 1)[-1]
+        if not re.match(r"^[0-9a-f]{16,128}$", digest):
+            raise ValueError(f"invalid raw hash {raw_hash!r}")
+        return self.rawmap / digest[:2] / digest[2:]
+
+    def recall(self, raw_hash: str, kind: str) -> StoredObject | None:
+        """The object remembered for this raw value and encoding kind, if still present."""
+        for h, k, obj in self._staged_map:
+            if h == raw_hash and k == kind:
+                return obj
+        p = self._rawmap_path(raw_hash)
+        try:
+            lines = p.read_text().splitlines()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+        for line in lines:
+            parts = line.split()
+            ok = len(parts) == 3 and parts[0] == kind and OID_RE.match(parts[1])
+            if ok and self.has(parts[1]):
+                return StoredObject(parts[1], int(parts[2]))
+        return None
+
+    def remember(self, raw_hash: str, kind: str, obj: StoredObject) -> None:
+        if self.staged is not None:
+            self._staged_map.append((raw_hash, kind, obj))
+            return
+        p = self._rawmap_path(raw_hash)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        line = f"{kind} {obj.oid} {obj.size}\n"
+        try:
+            old = p.read_text()
+        except (FileNotFoundError, UnicodeDecodeError):
+            old = ""
+        if line in old:
+            return
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="map-")
+        with os.fdopen(fd, "w") as f:
+            f.write(line + old if old.endswith("\n") or not old else line)
+        os.replace(name, p)
+
+    def iter_oids(self) -> Iterator[str]:
+        if not self.objects.is_dir():
+            return
+        for a in sorted(self.objects.iterdir()):
+            for b in sorted(a.iterdir()) if a.is_dir() else []:
+                for f in sorted(b.iterdir()) if b.is_dir() else []:
+                    if OID_RE.match(f.name):
+                        yield f.name

@@ -1,0 +1,1 @@
+"""Moving objects between stores: Git LFS servers and path remotes."""

@@ -1,0 +1,1 @@
+"""Update records: how a parameter's value is stored and rebuilt (plugins, `git_theta.updates`)."""
