@@ -161,6 +161,7 @@ def clean(path: str | None) -> None:
         store,
         progress=TerminalProgress("adding"),
         total=_file_size(path) if path else None,
+        previous=filters.indexed_manifest(path),
     )
     sys.stdout.buffer.write(out)
 
@@ -191,7 +192,14 @@ def filter_process() -> None:
     adding, checking_out = TerminalProgress("adding"), TerminalProgress("checking out")
 
     def do_clean(src: ByteSource, path: str) -> bytes:
-        return filters.clean(src, path, store, progress=adding, total=_file_size(path))
+        return filters.clean(
+            src,
+            path,
+            store,
+            progress=adding,
+            total=_file_size(path),
+            previous=filters.indexed_manifest(path),
+        )
 
     def do_smudge(data: bytes, path: str, sink: fp.LazyContent) -> None:
         if skip_smudge():

@@ -70,11 +70,15 @@ def clean(
     progress: Progress = _no_progress,
     total: int | None = None,
     stats: CleanStats | None = None,
+    previous: Manifest | None = None,
 ) -> bytes:
     """Split the checkpoint on `src` into objects; return the manifest text.
 
     Content that already is a manifest passes through unchanged (git cleans manifests when
     a checkout skipped smudging). New objects are published only if the whole file succeeds.
+    `previous` is the version in the index: a parameter whose dtype, shape and hash are
+    unchanged keeps its entry as is (its record, be it dense, a patch or a chain, and any
+    extra such as its Fisher diagonal), so re-adding an unchanged file changes nothing.
     """
     head = src.peek(SNIFF_BYTES)
     if manifest.is_manifest(head):
@@ -89,6 +93,7 @@ def clean(
     label = path or "checkpoint"
     entries: list[Entry] = []
     skeleton: bytes | None = None
+    before = previous.by_name() if previous is not None else {}
     with store.transaction() as txn:
         for part in fmt.split(src, path):
             if isinstance(part, SkeletonPart):
@@ -96,9 +101,12 @@ def clean(
                 continue
             spec, data = part.spec, part.data
             h = raw_hash(data)
-            entries.append(
-                Entry(spec.name, spec.dtype, spec.shape, h, _store_dense(txn, data, spec, h, st))
-            )
+            old = before.get(spec.name)
+            if old is not None and (old.hash, old.dtype, old.shape) == (h, spec.dtype, spec.shape):
+                entries.append(old)
+            else:
+                record = _store_dense(txn, data, spec, h, st)
+                entries.append(Entry(spec.name, spec.dtype, spec.shape, h, record))
             st.params += 1
             st.bytes_in += len(data)
             progress(label, st.bytes_in, total)
@@ -226,6 +234,21 @@ def missing_objects(store: Store, m: Manifest) -> list[tuple[str, str]]:
             if not store.has(oid):
                 out.append((oid, e.name))
     return out
+
+
+def indexed_manifest(path: str | None, cwd: str | None = None) -> Manifest | None:
+    """The manifest staged for `path` in the index, if there is a valid one."""
+    from git_theta import git
+
+    if not path:
+        return None
+    data = git.show_blob(":" + path, cwd=cwd)
+    if data is None or not manifest.is_manifest(data):
+        return None
+    try:
+        return manifest.parse(data, path)
+    except GitThetaError:
+        return None
 
 
 Fetcher = Callable[[Store, Sequence[str], str | None], None]

@@ -31,6 +31,9 @@ MAX_LINE = 1 << 20
 MAX_ENTRIES = 1 << 22
 MAX_NAME = 4096
 HASH_RE = re.compile(r"^blake3:[0-9a-f]{64}$")
+# Optional per-parameter data stored beside the value, each a record of its own:
+# "fisher": the parameter's diagonal Fisher information (same shape, stored as F32).
+EXTRA_KEYS = frozenset({"fisher"})
 
 
 @dataclass(frozen=True)
@@ -42,23 +45,23 @@ class Entry:
     shape: tuple[int, ...]
     hash: str
     record: Mapping[str, Any] = field(hash=False, compare=True)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=True)
 
     @property
     def nbytes(self) -> int:
         return dtypes.nbytes(self.dtype, self.shape)
 
     def render(self) -> str:
-        return json.dumps(
-            {
-                "name": self.name,
-                "dtype": self.dtype,
-                "shape": list(self.shape),
-                "hash": self.hash,
-                "record": _canonical(self.record),
-            },
-            separators=(",", ":"),
-            ensure_ascii=True,
-        )
+        obj: dict[str, Any] = {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "hash": self.hash,
+            "record": _canonical(self.record),
+        }
+        for key in sorted(self.extra):
+            obj[key] = _canonical(self.extra[key])
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
 
 
 def _canonical(value: Any) -> Any:
@@ -89,6 +92,8 @@ class Manifest:
         out = {self.skeleton_oid}
         for e in self.entries:
             out |= record_oids(e.record)
+            for value in e.extra.values():
+                out |= record_oids(value)
         return out
 
     def render(self) -> bytes:
@@ -154,7 +159,8 @@ def _entry(line: str, path: str | None, lineno: int) -> Entry:
         obj = json.loads(line)
     except ValueError as exc:
         raise ManifestError(path, f"not JSON: {exc}", line=lineno) from None
-    if not isinstance(obj, dict) or set(obj) != {"name", "dtype", "shape", "hash", "record"}:
+    required = {"name", "dtype", "shape", "hash", "record"}
+    if not isinstance(obj, dict) or not required <= set(obj) <= required | EXTRA_KEYS:
         raise ManifestError(path, "entry must have name, dtype, shape, hash, record", line=lineno)
     name, dtype, shape, hsh, record = (
         obj["name"],
@@ -180,11 +186,14 @@ def _entry(line: str, path: str | None, lineno: int) -> Entry:
         raise ManifestError(path, f"bad storage record for {name}", line=lineno)
     from git_theta.updates.base import validate_record
 
+    extra = {k: obj[k] for k in EXTRA_KEYS if k in obj}
     try:
         validate_record(record)
+        for value in extra.values():
+            validate_record(value)
     except ValueError as exc:
         raise ManifestError(path, f"bad storage record for {name}: {exc}", line=lineno) from None
-    return Entry(name, dtype, tuple(shape), hsh, record)
+    return Entry(name, dtype, tuple(shape), hsh, record, extra)
 
 
 def build(
