@@ -66,8 +66,15 @@ def write_checkpoint(
     progress: Progress | None = None,
     fetch: Fetcher | None = None,
 ) -> None:
-    """Replace `path` (holding `manifest_text`) by the checkpoint, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".theta-tmp")
+    """Replace `path` (holding `manifest_text`) by the checkpoint, atomically.
+
+    The temporary file lives in the store's tmp dir when that is on the same filesystem, so
+    a killed checkout leaves no stray file in the working tree (`git theta gc` clears tmp).
+    """
+    store.tmp.mkdir(parents=True, exist_ok=True)
+    same_fs = os.stat(store.tmp).st_dev == os.stat(path.parent).st_dev
+    where = store.tmp if same_fs else path.parent
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{path.name}.", suffix=".theta-tmp")
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             kwargs = {"progress": progress} if progress is not None else {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.conftest import git
+from tests.conftest import git, theta
 from tests.reliability.helpers import assert_store_sound, delays, make_model, run_and_kill
 
 KILLS = 6
@@ -62,6 +62,35 @@ def test_kill_during_checkout_loses_nothing(repo: Path) -> None:
         killed += was_killed
         assert_store_sound(repo)
         git("checkout", "--", "model.safetensors", cwd=repo)
+        assert model.read_bytes() == expected
+        assert git("status", "--porcelain", cwd=repo).stdout == ""
+    assert killed >= KILLS // 2
+
+
+def test_kill_during_direct_checkout_loses_nothing(repo: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The direct path writes a temp file and renames it: a kill leaves the manifest or the
+    whole checkpoint, never a partial one. git then takes the manifest file as up to date
+    (its stat data is in the index), so `git theta checkout` is what finishes the work."""
+    monkeypatch.setenv("GIT_THETA_DIRECT_CHECKOUT", "always")
+    model = repo / "model.safetensors"
+    make_model(model, seed=8)
+    expected = model.read_bytes()
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "base", cwd=repo)
+    model.unlink()
+    longest = _timed(["checkout", "--", "model.safetensors"], repo)
+    killed = 0
+    for delay in delays(3, KILLS, longest):
+        model.unlink()
+        _code, was_killed = run_and_kill(["checkout", "--", "model.safetensors"], repo, delay)
+        killed += was_killed
+        assert_store_sound(repo)
+        content = model.read_bytes() if model.exists() else b""
+        assert content == expected or content.startswith(b"git-theta-manifest") or not content
+        assert not [p for p in repo.iterdir() if p.name.endswith(".theta-tmp")]
+        if not model.exists():
+            git("checkout", "--", "model.safetensors", cwd=repo)
+        theta("checkout", cwd=repo)
         assert model.read_bytes() == expected
         assert git("status", "--porcelain", cwd=repo).stdout == ""
     assert killed >= KILLS // 2
