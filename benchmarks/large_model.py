@@ -12,6 +12,7 @@ Results are printed as a markdown table; docs/reliability.md quotes them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -102,10 +103,8 @@ class Peak:
                 procs = [self.root, *self.root.children(recursive=True)]
                 rss = []
                 for p in procs:
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         rss.append(p.memory_info().rss)
-                    except psutil.Error:
-                        pass
                 self.single = max(self.single, *rss) if rss else self.single
                 self.tree = max(self.tree, sum(rss))
             except psutil.Error:
@@ -117,7 +116,7 @@ def measure(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, int]:
     t = time.monotonic()
     p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = Peak(p.pid)
-    out, err = p.communicate()
+    _out, err = p.communicate()
     peak.stop = True
     elapsed = time.monotonic() - t
     if p.returncode:
@@ -219,7 +218,8 @@ def main() -> None:
         )
     print()
     print(
-        f"| step ({size / 1e9:.1f} GB bf16, {len(shapes)} tensors) | time (s) | peak process (MB) | peak tree (MB) |"
+        f"| step ({size / 1e9:.1f} GB bf16, {len(shapes)} tensors) | time (s) "
+        "| peak process (MB) | peak tree (MB) |"
     )
     print("|---|---|---|---|")
     for label, elapsed, single, tree in rows:
