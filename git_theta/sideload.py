@@ -51,7 +51,9 @@ from git_theta.updates.low_rank import LowRankUpdate, apply_low_rank, factor_sha
 UPDATE_TYPES = ("low-rank", "ia3")
 PEFT_PREFIX = "base_model.model."
 ADAPTER_CONFIG = "adapter_config.json"
-_LORA_RE = re.compile(r"^(?P<module>.+)\.lora_(?P<emb>embedding_)?(?P<which>[AB])(\.[^.]+)?$")
+_LORA_RE = re.compile(
+    r"^(?P<module>.+)\.lora_(?P<emb>embedding_)?(?P<which>[AB])(\.[^.]+)?(\.weight)?$"
+)
 _IA3_RE = re.compile(r"^(?P<module>.+)\.ia3_l(\.[^.]+)?$")
 
 

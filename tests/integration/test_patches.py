@@ -445,3 +445,66 @@ def test_add_refuses_untracked_files(repo: Path, tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "is not tracked by git-theta" in out.stderr
+
+
+def test_patches_stack_on_a_low_rank_record_and_respect_the_cap(repo: Path, tmp_path: Path) -> None:
+    git("config", "theta.chain.max", "2", cwd=repo)
+    t = model()
+    commit_model(repo, t, "base")
+    peft_lora(tmp_path / "adapter")
+    update = str(tmp_path / "adapter" / "adapter_model.safetensors")
+    theta("add", "m.safetensors", "--update-type", "low-rank", "--update-path", update, cwd=repo)
+    git("commit", "-qm", "lora", cwd=repo)
+    q = f"{ATTN[0]}.weight"
+    # a later edit of a patched parameter is stored against the low-rank record
+    current = load_file(str(repo / "m.safetensors"))
+    current[q][0, :3] += 1.0
+    after_edit = commit_model(repo, current, "edit")
+    rec = records(repo)[q]
+    assert (rec["type"], rec["base"]["type"], depth(rec)) == ("sparse", "low-rank", 2)
+    # a second side-loaded patch would be 3 deep: its base becomes a dense keyframe
+    theta("add", "m.safetensors", "--update-type", "low-rank", "--update-path", update, cwd=repo)
+    git("commit", "-qm", "lora again", cwd=repo)
+    rec = records(repo)[q]
+    assert (rec["type"], rec["base"]["type"], depth(rec)) == ("low-rank", "dense", 1)
+    twice = (repo / "m.safetensors").read_bytes()
+    assert checkout_bytes(repo, "main~1") == after_edit
+    assert checkout_bytes(repo, "main") == twice
+
+
+def test_low_rank_on_bf16_weights_and_cherry_pick(repo: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    t = {n: torch.randn(32, 32).to(torch.bfloat16) for n in (f"{m}.weight" for m in ATTN)}
+    torch_save_file(t, str(repo / "m.safetensors"))
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "bf16 base", cwd=repo)
+    git("switch", "-qc", "lora", cwd=repo)
+    q = f"{ATTN[0]}.weight"
+    a, b = torch.randn(2, 32), torch.randn(32, 2)
+    torch_save_file(
+        {f"{q}.A": a, f"{q}.B": b, f"{q}.scale": torch.tensor([0.5])},
+        str(tmp_path / "u.safetensors"),
+    )
+    theta(
+        "add",
+        "m.safetensors",
+        "--update-type",
+        "low-rank",
+        "--update-path",
+        str(tmp_path / "u.safetensors"),
+        cwd=repo,
+    )
+    git("commit", "-qm", "lora", cwd=repo)
+    written = (repo / "m.safetensors").read_bytes()
+    from safetensors.torch import load_file as torch_load
+
+    got = torch_load(str(repo / "m.safetensors"))[q]
+    want = (t[q].double() + 0.5 * (b.double() @ a.double())).float().to(torch.bfloat16)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want.float()).abs().max().item() <= 0.01 * want.float().abs().max().item()
+    assert records(repo)[q]["scale"] == 0.5
+    git("switch", "-q", "main", cwd=repo)
+    git("switch", "-qc", "other", cwd=repo)
+    git("cherry-pick", "lora", cwd=repo)
+    assert (repo / "m.safetensors").read_bytes() == written
+    assert checkout_bytes(repo, "other") == written
