@@ -19,7 +19,14 @@ from git_theta import codec, dtypes, parallel
 from git_theta.errors import ObjectCorruptError, UpdateError
 from git_theta.store import Store
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
-from git_theta.updates.incremental import UINT, Candidate, base_bytes, check_size, encode_bytes
+from git_theta.updates.incremental import (
+    UINT,
+    Candidate,
+    base_bytes,
+    check_size,
+    encode_bytes,
+    object_id,
+)
 
 OPS = ("xor", "sub")
 
@@ -67,7 +74,7 @@ class DeltaUpdate(UpdateType):
         itemsize = dtypes.get(spec.dtype).itemsize
         base = memoryview(base_bytes(record, spec, resolve))
         check_size(base, spec, "the delta record's base")
-        oid = str(record["oid"])
+        oid = object_id(record, "oid", spec)
         with store.open_verified(oid, param=spec.name, path=spec.path) as view:
             try:
                 dec = codec.Decoder(view)

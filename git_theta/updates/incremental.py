@@ -80,9 +80,7 @@ def load_array(
     store: Store, record: Record, key: str, dtype: str, count: int, spec: ValueSpec
 ) -> np.ndarray:
     """The flat array of `count` `dtype` items held by object `<key>_oid` (verified)."""
-    oid = record.get(f"{key}_oid")
-    if not isinstance(oid, str):
-        raise UpdateError(f"{spec.name}: {record.get('type')} record lacks {key}_oid")
+    oid = object_id(record, f"{key}_oid", spec)
     want = count * dtypes.get(dtype).itemsize
     blob = store.read(oid, param=spec.name, path=spec.path)
     try:
@@ -103,17 +101,33 @@ def load_value_bytes(
     return arr.tobytes()
 
 
+def base_shape(record: Record, spec: ValueSpec) -> tuple[int, ...]:
+    """The shape of the record's base: `base_shape` when the record changes it."""
+    shape = record.get("base_shape", list(spec.shape))
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 64
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or dtypes.numel(tuple(shape)) > dtypes.MAX_ELEMENTS
+    ):
+        raise UpdateError(f"{spec.name}: bad base_shape in {record.get('type')} record")
+    return tuple(shape)
+
+
 def base_bytes(record: Record, spec: ValueSpec, resolve: Resolver) -> bytes:
     """The rebuilt value of the record's base, which has the shape the record says."""
     base = record.get("base")
     if not isinstance(base, Mapping):
         raise UpdateError(f"{spec.name}: {record.get('type')} record has no base record")
-    shape = record.get("base_shape", list(spec.shape))
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise UpdateError(f"{spec.name}: bad base_shape in {record.get('type')} record")
-    if dtypes.numel(tuple(shape)) > dtypes.MAX_ELEMENTS:
-        raise UpdateError(f"{spec.name}: base_shape is absurdly large")
-    return resolve(base, ValueSpec(spec.name, spec.dtype, tuple(shape), spec.path))
+    shape = base_shape(record, spec)
+    return resolve(base, ValueSpec(spec.name, spec.dtype, shape, spec.path))
+
+
+def object_id(record: Record, key: str, spec: ValueSpec) -> str:
+    oid = record.get(key)
+    if not isinstance(oid, str):
+        raise UpdateError(f"{spec.name}: {record.get('type')} record lacks {key}")
+    return oid
 
 
 def check_size(data: bytes | memoryview, spec: ValueSpec, what: str) -> None:

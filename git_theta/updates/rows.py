@@ -23,6 +23,7 @@ from git_theta.updates.incremental import (
     UINT,
     Candidate,
     base_bytes,
+    base_shape,
     check_size,
     encode_bytes,
     load_array,
@@ -65,18 +66,18 @@ class RowsUpdate(UpdateType):
     def candidate(
         base_record: Record,
         base: bytes | memoryview,
-        base_shape: tuple[int, ...],
+        old_shape: tuple[int, ...],
         new: bytes | memoryview,
         spec: ValueSpec,
     ) -> Candidate | None:
         """Encode `new` as a row trim/append of the base, if it is one (None otherwise)."""
-        if not spec.shape or not base_shape or spec.shape[1:] != base_shape[1:]:
+        if not spec.shape or not old_shape or spec.shape[1:] != old_shape[1:]:
             return None
-        found = match_rows(base, base_shape[0], new, spec.shape[0])
+        found = match_rows(base, old_shape[0], new, spec.shape[0])
         if found is None:
             return None
         dropped, first_new = found
-        idt = "U32" if base_shape[0] <= 0xFFFFFFFF else "U64"
+        idt = "U32" if old_shape[0] <= 0xFFFFFFFF else "U64"
         pos = np.asarray(dropped, dtype=np.uint64)
         gaps = np.diff(pos, prepend=np.uint64(0)).astype(UINT[dtypes.get(idt).itemsize])
         if len(pos):
@@ -85,7 +86,7 @@ class RowsUpdate(UpdateType):
         record = {
             "type": "rows",
             "base": base_record,
-            "base_shape": list(base_shape),
+            "base_shape": list(old_shape),
             "dropped": len(dropped),
             "index_dtype": idt,
             "appended": appended,
@@ -100,7 +101,7 @@ class RowsUpdate(UpdateType):
     def chunks(
         self, record: Record, spec: ValueSpec, store: Store, resolve: Resolver
     ) -> Iterator[bytes | memoryview]:
-        base_shape = tuple(record.get("base_shape", ()))
+        old_shape = base_shape(record, spec)
         dropped, appended, idt = (
             record.get("dropped"),
             record.get("appended"),
@@ -108,24 +109,26 @@ class RowsUpdate(UpdateType):
         )
         if (
             not spec.shape
-            or len(base_shape) != len(spec.shape)
-            or base_shape[1:] != spec.shape[1:]
+            or len(old_shape) != len(spec.shape)
+            or old_shape[1:] != spec.shape[1:]
             or not isinstance(dropped, int)
             or not isinstance(appended, int)
-            or not 0 <= dropped <= base_shape[0]
-            or base_shape[0] - dropped + appended != spec.shape[0]
+            or not 0 <= dropped <= old_shape[0]
+            or old_shape[0] - dropped + appended != spec.shape[0]
             or idt not in ("U32", "U64")
         ):
             raise UpdateError(f"{spec.name}: rows record does not fit {list(spec.shape)}")
         base = base_bytes(record, spec, resolve)
-        check_size(base, ValueSpec(spec.name, spec.dtype, base_shape, spec.path), "rows base")
+        check_size(base, ValueSpec(spec.name, spec.dtype, old_shape, spec.path), "rows base")
         gaps = load_array(store, record, "dropped", idt, dropped, spec).astype(np.uint64)
         pos = np.cumsum(gaps, dtype=np.uint64)
-        if dropped and (np.any(gaps[1:] == 0) or int(pos[-1]) >= base_shape[0]):
+        if dropped and (
+            np.any(gaps[1:] == 0) or int(gaps.max()) >= old_shape[0] or int(pos[-1]) >= old_shape[0]
+        ):
             raise UpdateError(f"{spec.name}: rows record drops rows out of range")
         width = dtypes.nbytes(spec.dtype, spec.shape[1:])
-        rows = np.frombuffer(base, dtype=np.uint8).reshape(base_shape[0], width)
-        keep = np.ones(base_shape[0], dtype=bool)
+        rows = np.frombuffer(base, dtype=np.uint8).reshape(old_shape[0], width)
+        keep = np.ones(old_shape[0], dtype=bool)
         keep[pos.astype(np.int64)] = False
         yield np.ascontiguousarray(rows[keep]).data.cast("B")
         if appended:

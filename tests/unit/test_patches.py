@@ -226,3 +226,32 @@ def test_ia3_scales_rows_or_columns() -> None:
     cols = apply_ia3(w.tobytes(), "F32", (2, 3), np.array([1.0, 0.5, 2.0]), 1)
     assert np.frombuffer(rows, dtype=np.float32).tolist() == [0, 2, 4, 9, 12, 15]
     assert np.frombuffer(cols, dtype=np.float32).tolist() == [0, 0.5, 4, 3, 2, 10]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"base_shape": ["1000", 32]},
+        {"base_shape": [1000, 31]},
+        {"dropped": 2000},
+        {"appended": -1},
+        {"index_dtype": "F32"},
+    ],
+)
+def test_hostile_rows_record_is_refused(store: Store, damage: dict[str, object]) -> None:
+    a = np.arange(1000 * 32, dtype=np.float32).reshape(1000, 32)
+    old = entry(store, "emb", a.tobytes(), "F32", (1000, 32))
+    trimmed = a[10:]
+    new = add(store, old, trimmed.tobytes(), "F32", trimmed.shape)
+    assert new.record["type"] == "rows"
+    with pytest.raises(UpdateError):
+        rebuilt(store, {**new.record, **damage}, "emb", "F32", trimmed.shape)
+
+
+def test_delta_record_without_its_object_is_refused(store: Store) -> None:
+    a = np.zeros(64, dtype=np.float32)
+    old = entry(store, "w", a.tobytes(), "F32", (64,))
+    with pytest.raises(UpdateError, match="lacks oid"):
+        rebuilt(store, {"type": "delta", "op": "xor", "base": old.record}, "w", "F32", (64,))
+    with pytest.raises(UpdateError, match="unknown op"):
+        rebuilt(store, {"type": "delta", "op": "add", "base": old.record}, "w", "F32", (64,))
