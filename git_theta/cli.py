@@ -96,6 +96,8 @@ def install(scope: str) -> None:
         "filter.theta.clean": f"{cmd} clean %f",
         "filter.theta.smudge": f"{cmd} smudge %f",
         "filter.theta.required": "true",
+        "merge.theta.name": "git-theta per-parameter merge",
+        "merge.theta.driver": f"{cmd} merge-driver %O %A %B %P",
     }
     for key, value in settings.items():
         git.config_set(key, value, scope=scope)
@@ -208,3 +210,73 @@ def filter_process() -> None:
         filters.smudge(data, path, store, sink, progress=checking_out)
 
     sys.exit(fp.main_loop(do_clean, do_smudge, report))
+
+
+# -- merging -----------------------------------------------------------------------------------
+
+
+@main.command("merge-driver", hidden=True)
+@click.argument("base")
+@click.argument("ours")
+@click.argument("theirs")
+@click.argument("path")
+def merge_driver(base: str, ours: str, theirs: str, path: str) -> None:
+    """git's merge driver (merge.theta.driver): merged manifest of %O %A %B written to %A."""
+    from git_theta import merging
+
+    n = merging.run_driver(base, ours, theirs, path, open_store())
+    if n:
+        report(f"git-theta: {path}: merged {n} conflicting parameter(s)")
+
+
+@main.command()
+@click.argument("path")
+@click.option("--strategy", "strategy", help="Merge every conflicting parameter this way.")
+@click.option(
+    "-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Strategy option."
+)
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(file_okay=False),
+    help="Write the base, ours and theirs checkpoints to DIR instead of merging.",
+)
+def resolve(
+    path: str, strategy: str | None, options: tuple[str, ...], export_dir: str | None
+) -> None:
+    """Finish the merge of a conflicted checkpoint PATH.
+
+    With --strategy, every conflicting parameter is merged that way; without it the usual
+    sources are asked (terminal menu, .thetamerge, theta.merge.strategy). The result is
+    written to PATH and staged. With --export DIR the three versions are written as real
+    checkpoints for you to merge yourself; then `git add PATH`.
+    """
+    from git_theta import merging
+    from git_theta.merge_driver import parse_choice
+
+    store = open_store()
+    if export_dir is not None:
+        for p in merging.export(path, store, Path(export_dir)):
+            click.echo(f"wrote {p}")
+        click.echo(f"merge them into {path}, then `git add {path}` to conclude")
+        return
+    forced = parse_choice(" ".join([strategy, *map(shlex.quote, options)])) if strategy else None
+    rel, n = merging.resolve(path, store, forced=forced)
+    click.echo(f"{rel}: merged {n} conflicting parameter(s); staged")
+
+
+@main.command()
+@click.argument("path")
+@click.option(
+    "--fisher",
+    "fisher_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Checkpoint of diagonal Fisher information, one tensor per parameter name.",
+)
+def add(path: str, fisher_path: str) -> None:
+    """`git add PATH` and store, with this version, the Fisher diagonals of FISHER_FILE."""
+    from git_theta import fisher
+
+    rel, n = fisher.add_with_fisher(path, fisher_path, open_store())
+    click.echo(f"{rel}: staged with Fisher information for {n} parameter(s)")

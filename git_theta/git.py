@@ -61,3 +61,35 @@ def show_blob(spec: str, cwd: str | Path | None = None) -> bytes | None:
     """Contents of `git cat-file blob SPEC` (e.g. `:path` or `HEAD:path`), None if absent."""
     proc = subprocess.run(["git", "cat-file", "blob", spec], cwd=cwd, capture_output=True)
     return proc.stdout if proc.returncode == 0 else None
+
+
+# -- index plumbing for the merge driver, `git theta resolve` and `git theta add --fisher` ----
+
+
+def hash_object(data: bytes, cwd: str | Path | None = None) -> str:
+    """Write `data` as a blob exactly as given (no clean filter); its object id."""
+    return run("hash-object", "-w", "--no-filters", "--stdin", cwd=cwd, input=data).decode().strip()
+
+
+def stage_blob(mode: str, oid: str, path: str, cwd: str | Path | None = None) -> None:
+    """Put blob `oid` in the index at `path` (stage 0: this also resolves a conflict)."""
+    run("update-index", "--add", "--cacheinfo", f"{mode},{oid},{path}", cwd=cwd)
+
+
+def index_entries(path: str, cwd: str | Path | None = None) -> dict[int, tuple[str, str]]:
+    """{stage: (mode, blob oid)} of `path` in the index: {0: ...} normally, 1-3 in a conflict."""
+    out: dict[int, tuple[str, str]] = {}
+    raw = run("ls-files", "--stage", "-z", "--", path, cwd=cwd)
+    for rec in raw.split(b"\0"):
+        if not rec:
+            continue
+        info, _, name = rec.decode(errors="surrogateescape").partition("\t")
+        if name != path:
+            continue
+        mode, oid, stage = info.split()
+        out[int(stage)] = (mode, oid)
+    return out
+
+
+def add(*paths: str, cwd: str | Path | None = None) -> None:
+    run("add", "--", *paths, cwd=cwd)
