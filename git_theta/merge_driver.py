@@ -326,8 +326,7 @@ def merged_skeleton(
 ) -> tuple[str, str, int]:
     """(format, skeleton oid, size): ours' skeleton unless only theirs changed it, rebuilt by
     the format when the merged parameters (names, dtypes, shapes) differ from its own."""
-    only_theirs = base is not None and ours.skeleton_oid == base.skeleton_oid
-    side = theirs if only_theirs and theirs.skeleton_oid != base.skeleton_oid else ours
+    side = theirs if base is not None and ours.skeleton_oid == base.skeleton_oid else ours
     if _specs(side.entries) == _specs(entries):
         return side.format, side.skeleton_oid, side.skeleton_size
     fmt: CheckpointFormat = plugins.load(plugins.CHECKPOINTS, side.format)

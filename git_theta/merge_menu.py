@@ -43,7 +43,7 @@ def interactive_allowed(env: Mapping[str, str] | None = None) -> bool:
 def open_tty() -> TextIO | None:
     """The controlling terminal, opened for reading and writing, or None."""
     try:
-        return open("/dev/tty", "r+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        return open("/dev/tty", "r+", encoding="utf-8", errors="replace")
     except OSError:
         return None
 

@@ -75,7 +75,8 @@ def run_driver(base_file: str, ours_file: str, theirs_file: str, path: str, stor
     """
     sides = [Path(f).read_bytes() for f in (base_file, ours_file, theirs_file)]
     base, ours, theirs = (
-        parse_side(data, path, label) for data, label in zip(sides, ("base", "ours", "theirs"))
+        parse_side(data, path, label)
+        for data, label in zip(sides, ("base", "ours", "theirs"), strict=True)
     )
     assert ours is not None and theirs is not None
     root = git.toplevel()

@@ -19,4 +19,5 @@ class TaskArithmetic(MergeStrategy):
     def merge(self, inp: MergeInput) -> np.ndarray:
         base = require_base(inp, self.name)
         scale = float_option(inp, "scale", 1.0)
-        return base + scale * ((inp.ours - base) + (inp.theirs - base))
+        out: np.ndarray = base + scale * ((inp.ours - base) + (inp.theirs - base))
+        return out
