@@ -40,12 +40,21 @@ def interactive_allowed(env: Mapping[str, str] | None = None) -> bool:
     return env.get("CI", "") in ("", "0", "false")
 
 
-def open_tty() -> TextIO | None:
-    """The controlling terminal, opened for reading and writing, or None."""
+def open_tty() -> tuple[TextIO, TextIO] | None:
+    """The controlling terminal as (reader, writer), or None when there is none.
+
+    Two handles because a terminal is not seekable, which a single "r+" text file needs.
+    """
     try:
-        return open("/dev/tty", "r+", encoding="utf-8", errors="replace")
+        reader = open("/dev/tty", encoding="utf-8", errors="replace")  # noqa: SIM115
     except OSError:
         return None
+    try:
+        writer = open("/dev/tty", "w", encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        reader.close()
+        return None
+    return reader, writer
 
 
 def _shape(c: Conflict) -> str:
@@ -77,24 +86,24 @@ class Menu:
 
     def __init__(
         self,
-        tty: TextIO,
+        tty: tuple[TextIO, TextIO],
         *,
         path: str,
         describe: Callable[[Conflict], Hint | None],
         automatic: Automatic,
     ) -> None:
-        self.tty = tty
+        self.reader, self.writer = tty
         self.path = path
         self.describe = describe
         self.automatic = automatic
 
     def say(self, text: str) -> None:
-        self.tty.write(text)
-        self.tty.flush()
+        self.writer.write(text)
+        self.writer.flush()
 
     def ask(self, prompt: str) -> str:
         self.say(prompt)
-        line = self.tty.readline()
+        line = self.reader.readline()
         if not line:
             raise MergeConflictError(self.path, [], aborted=True)
         return line.strip()

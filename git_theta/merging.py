@@ -53,12 +53,15 @@ def make_chooser(
     )
     from git_theta import merge_menu
 
-    tty = merge_menu.open_tty() if interactive and merge_menu.interactive_allowed() else None
-    if tty is None:
+    if not (interactive and merge_menu.interactive_allowed()):
         return automatic
 
     def menu(conflicts: Sequence[Conflict]) -> Mapping[str, Choice]:
-        with tty:
+        tty = merge_menu.open_tty()
+        if tty is None:
+            return automatic(conflicts)
+        reader, writer = tty
+        with reader, writer:
             m = merge_menu.Menu(
                 tty, path=path, describe=lambda c: describe(store, c, path), automatic=automatic
             )
