@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -60,10 +61,8 @@ class Terminal:
             # keep draining so the child never blocks on a full terminal buffer
             ready, _, _ = select.select([self.fd], [], [], 0.1)
             if ready:
-                try:
+                with contextlib.suppress(OSError):
                     self.seen += os.read(self.fd, 4096).decode(errors="replace")
-                except OSError:
-                    pass
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 os.close(self.fd)
