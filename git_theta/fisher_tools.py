@@ -28,11 +28,16 @@ def diagonal_fisher(
     *,
     loss_fn: Callable[[Any, Any], Any] | None = None,
     max_examples: int | None = None,
+    expected: bool = False,
 ) -> dict[str, Any]:
     """{parameter name (as in `model.state_dict()`): float32 tensor of its diagonal Fisher}.
 
     Per-example gradients come from `torch.func` (vmap over grad) with the model in eval
-    mode (no dropout); the model's training flag is restored afterwards.
+    mode (no dropout); the model's training flag is restored afterwards. With
+    `expected=True` (classifiers returning logits) the labels are not the observed ones but
+    every class c, weighted by the model's p(c | x): the "true" Fisher, which stays
+    informative where the model fits its training data perfectly (there the empirical
+    gradients vanish). It costs one backward pass per class.
     """
     import torch
     import torch.nn.functional as fn
@@ -57,9 +62,19 @@ def diagonal_fisher(
                 if seen >= max_examples:
                     break
                 x, y = x[: max_examples - seen], y[: max_examples - seen]
-            grads = per_example(params, x, y)
-            for k, g in grads.items():
-                total[k] += g.float().pow(2).sum(dim=0)
+            if expected:
+                with torch.no_grad():
+                    probs = torch.softmax(functional_call(model, (params, buffers), (x,)), -1)
+                for c in range(probs.shape[-1]):
+                    grads = per_example(params, x, torch.full_like(y, c))
+                    w = probs[:, c]
+                    for k, g in grads.items():
+                        wk = w.reshape(-1, *([1] * (g.dim() - 1)))
+                        total[k] += (wk * g.float().pow(2)).sum(dim=0)
+            else:
+                grads = per_example(params, x, y)
+                for k, g in grads.items():
+                    total[k] += g.float().pow(2).sum(dim=0)
             seen += int(x.shape[0])
     finally:
         model.train(was_training)
