@@ -123,7 +123,7 @@ def plan(base: Manifest | None, ours: Manifest, theirs: Manifest) -> Plan:
 
 
 def load_value(store: Store, e: Entry, path: str | None) -> np.ndarray:
-    """The parameter's values as float64, checked against the manifest's hash."""
+    """The parameter's values as floats (see compute_dtype), checked against its hash."""
     data = b"".join(
         bytes(c) for c in rebuild(store, e.record, ValueSpec(e.name, e.dtype, e.shape, path))
     )
@@ -134,7 +134,13 @@ def load_value(store: Store, e: Entry, path: str | None) -> np.ndarray:
             param=e.name,
             path=path,
         )
-    return dtypes.to_float(data, e.dtype, e.shape)
+    return dtypes.to_numpy(data, e.dtype, e.shape).astype(compute_dtype(e.dtype))
+
+
+def compute_dtype(dtype: str) -> type[np.floating]:
+    """float64 for 32- and 64-bit values (exact results); float32, half the memory, for the
+    16- and 8-bit types, which float32 represents exactly."""
+    return np.float64 if dtypes.get(dtype).itemsize >= 4 else np.float32
 
 
 def load_fisher(store: Store, e: Entry | None, path: str | None) -> np.ndarray | None:
@@ -144,7 +150,7 @@ def load_fisher(store: Store, e: Entry | None, path: str | None) -> np.ndarray |
     data = b"".join(bytes(c) for c in rebuild(store, e.extra["fisher"], spec))
     if len(data) != dtypes.nbytes("F32", e.shape):
         raise MergeError(f"{path}: Fisher information of {e.name} does not match its shape")
-    return dtypes.to_float(data, "F32", e.shape)
+    return dtypes.to_numpy(data, "F32", e.shape).astype(compute_dtype(e.dtype))
 
 
 def _record_oids(e: Entry) -> set[str]:
@@ -244,7 +250,7 @@ def merge_value(store: Store, c: Conflict, choice: Choice, path: str | None) -> 
         fisher_theirs=load_fisher(store, c.theirs, path) if fisher else None,
         options=choice.options,
     )
-    out = np.asarray(strategy.merge(inp), dtype=np.float64)
+    out = np.asarray(strategy.merge(inp))
     if out.shape != c.ours.shape:
         raise MergeError(f"strategy {choice.strategy} returned shape {out.shape} for {c.name}")
     return c.ours.dtype, dtypes.from_float(out, c.ours.dtype)

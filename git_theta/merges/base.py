@@ -24,7 +24,10 @@ NEEDS_FISHER = "fisher"
 
 @dataclass(frozen=True)
 class MergeInput:
-    """The values of one conflicting parameter, as float64 arrays of one shape.
+    """The values of one conflicting parameter, as float arrays of one shape and float type.
+
+    The type is float64 for 32- and 64-bit parameters and float32 for 16- and 8-bit ones
+    (the driver casts the result back to the parameter's dtype).
 
     `base` is None when both sides added the parameter. `fisher_ours`/`fisher_theirs` are
     the diagonal Fisher information stored with each side (`git theta add --fisher`), None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -319,3 +320,76 @@ def test_install_registers_the_merge_driver(repo: Path) -> None:
     driver = git("config", "merge.theta.driver", cwd=repo).stdout.strip()
     assert driver == f"{sys.executable} -m git_theta merge-driver %O %A %B %P"
     assert git("config", "merge.theta.name", cwd=repo).stdout.strip()
+
+
+def test_fisher_file_must_match_the_checkpoint(repo: Path) -> None:
+    commit(repo, BASE, "base")
+    save_file({"nope": f32(1, 1)}, str(repo / "f1.st"))
+    proc = theta("add", F, "--fisher", "f1.st", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "tensor nope is not a parameter of m.safetensors" in proc.stderr
+    save_file({"a": f32(1, 1, 1)}, str(repo / "f2.st"))
+    proc = theta("add", F, "--fisher", "f2.st", cwd=repo, check=False)
+    assert "tensor a has shape [3] but the parameter has [2]" in proc.stderr
+    save_file({"a": f32(1, -1)}, str(repo / "f3.st"))
+    proc = theta("add", F, "--fisher", "f3.st", cwd=repo, check=False)
+    assert "negative or non-finite" in proc.stderr
+    assert '"fisher"' not in git("show", f":{F}", cwd=repo).stdout
+
+
+def test_resolve_refuses_a_file_that_is_not_conflicted(repo: Path) -> None:
+    commit(repo, BASE, "base")
+    proc = theta("resolve", F, "--strategy", "average", cwd=repo, check=False)
+    assert proc.returncode == 1
+    assert "m.safetensors is not in conflict" in proc.stderr
+
+
+def test_the_driver_merges_one_parameter_at_a_time(repo: Path, tmp_path: Path) -> None:
+    """Peak memory of the driver stays far below what three whole models would need."""
+    n, size = 24, 1 << 20  # 24 parameters of 1M float32 (4 MB raw, 8 MB as float64)
+    rng = np.random.default_rng(0)
+    base = {f"p{i}": rng.standard_normal(size).astype(np.float32) for i in range(n)}
+    three_way(
+        repo,
+        base,
+        {k: v + 1 for k, v in base.items()},
+        {k: v - 1 for k, v in base.items()},
+    )
+    sides = {}
+    for label, rev in (("O", "main~1"), ("A", "main"), ("B", "theirs")):
+        sides[label] = tmp_path / label
+        sides[label].write_text(git("show", f"{rev}:{F}", cwd=repo).stdout)
+    rss_file = tmp_path / "rss"
+    # VmHWM: this process's own peak (ru_maxrss would start from pytest's size at the fork)
+    code = (
+        "from git_theta.cli import main\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')][0]\n"
+        f"    open({str(rss_file)!r}, 'w').write(hwm.split()[1])\n"
+    )
+    args = ["merge-driver", str(sides["O"]), str(sides["A"]), str(sides["B"]), F]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_THETA_MERGE_STRATEGY": "average"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    peak_mb = int(rss_file.read_text()) / 1024
+    # all three models as float64 would be 3 * 24 * 8 MB = 576 MB on their own
+    assert peak_mb < 200, f"merge driver peaked at {peak_mb:.0f} MB"
+    merged = manifest_values(repo, sides["A"].read_bytes())
+    ours3, theirs3 = (base["p3"] + 1).astype(np.float64), (base["p3"] - 1).astype(np.float64)
+    np.testing.assert_array_equal(merged["p3"], ((ours3 + theirs3) / 2).astype(np.float32))
+
+
+def manifest_values(repo: Path, data: bytes) -> dict[str, np.ndarray]:
+    from git_theta import manifest
+    from git_theta.merge_driver import load_value
+    from git_theta.store import Store
+
+    store = Store(repo / ".git" / "theta")
+    return {e.name: load_value(store, e, F) for e in manifest.parse(data).entries}
