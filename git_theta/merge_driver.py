@@ -21,7 +21,7 @@ from git_theta.checkpoints.base import CheckpointFormat, TensorSpec
 from git_theta.errors import MergeConflictError, MergeError, ObjectCorruptError
 from git_theta.filters import load_blob, raw_hash, rebuild
 from git_theta.manifest import Entry, Manifest
-from git_theta.merges.base import NEEDS_FISHER, MergeInput, MergeStrategy
+from git_theta.merges.base import NEEDS_BASE, NEEDS_FISHER, MergeInput, MergeStrategy
 from git_theta.store import Store
 from git_theta.updates.base import ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
@@ -213,7 +213,13 @@ def check_choice(c: Conflict, choice: Choice, path: str) -> None:
                 f"{path}: {c.name} holds {e.dtype} values; {choice.strategy} only merges floats",
                 hint="choose take-ours, take-theirs or take-base for it",
             )
-    if c.base is not None and c.base.shape != c.ours.shape and "base" in strategy.needs:
+    if c.base is None and NEEDS_BASE in strategy.needs:
+        raise MergeError(
+            f"{path}: {choice.strategy} needs the common ancestor of {c.name}, but both "
+            "sides added it",
+            hint="choose take-ours, take-theirs, average or fisher for it",
+        )
+    if c.base is not None and c.base.shape != c.ours.shape and NEEDS_BASE in strategy.needs:
         raise MergeError(
             f"{path}: {c.name} changed shape since the common ancestor; "
             f"{choice.strategy} needs the ancestor's value",

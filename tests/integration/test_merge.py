@@ -393,3 +393,16 @@ def manifest_values(repo: Path, data: bytes) -> dict[str, np.ndarray]:
 
     store = Store(repo / ".git" / "theta")
     return {e.name: load_value(store, e, F) for e in manifest.parse(data).entries}
+
+
+def test_file_added_on_both_branches(repo: Path) -> None:
+    git("switch", "-qc", "theirs", cwd=repo)
+    commit(repo, {"a": f32(1, 3), "only_theirs": f32(7)}, "theirs adds")
+    git("switch", "-q", "main", cwd=repo)
+    commit(repo, {"a": f32(3, 5), "only_ours": f32(9)}, "ours adds")
+    proc = merge(repo, "theta.merge.strategy=task-arithmetic", check=False)
+    assert "task-arithmetic needs the common ancestor of a" in proc.stderr
+    git("merge", "--abort", cwd=repo)
+    merge(repo, "theta.merge.strategy=average")
+    assert loaded(repo) == {"a": [2, 4], "only_ours": [9], "only_theirs": [7]}
+    clean_status(repo)
