@@ -406,3 +406,15 @@ def test_file_added_on_both_branches(repo: Path) -> None:
     merge(repo, "theta.merge.strategy=average")
     assert loaded(repo) == {"a": [2, 4], "only_ours": [9], "only_theirs": [7]}
     clean_status(repo)
+
+
+def test_resolve_without_strategy_uses_the_rules(repo: Path) -> None:
+    three_way(repo, BASE, {**BASE, "a": f32(2, 1)}, {**BASE, "a": f32(1, 4)})
+    assert merge(repo, check=False).returncode == 1
+    proc = theta("resolve", F, cwd=repo, check=False)
+    assert proc.returncode == 1 and "no merge strategy chosen for 1" in proc.stderr
+    (repo / ".thetamerge").write_text("a take-theirs\n")
+    theta("resolve", F, cwd=repo)
+    assert loaded(repo) == {"a": [1, 4], "b": [10, 20]}
+    git("commit", "-qm", "merged", cwd=repo)
+    assert git("status", "--porcelain", cwd=repo).stdout == "?? .thetamerge\n"
