@@ -8,6 +8,7 @@ casts the result back to the parameter's dtype.
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,9 +88,12 @@ def float_option(inp: MergeInput, key: str, default: float) -> float:
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise MergeError(f"option {key}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise MergeError(f"option {key}={raw!r} must be a finite number")
+    return value
 
 
 def fraction_option(inp: MergeInput, key: str, default: float) -> float:
@@ -112,7 +116,7 @@ def weights_option(
         raise MergeError(
             f"option weights={raw!r} must be two numbers: weights=OURS,THEIRS"
         ) from None
-    if a < 0 or b < 0 or a + b <= 0:
+    if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0 or a + b <= 0:
         raise MergeError(f"option weights={raw!r} must be non-negative with a positive sum")
     return a, b
 

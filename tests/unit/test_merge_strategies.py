@@ -63,6 +63,10 @@ def test_average_equal_and_weighted() -> None:
     assert got.tolist() == [2.5, 5, 7.5]
     with pytest.raises(MergeError, match="weights"):
         run("average", ours=ours, theirs=theirs, options={"weights": "1"})
+    with pytest.raises(MergeError, match="non-negative"):
+        run("average", ours=ours, theirs=theirs, options={"weights": "nan,1"})
+    with pytest.raises(MergeError, match="finite"):
+        run("task-arithmetic", base=ours, ours=ours, theirs=theirs, options={"scale": "inf"})
 
 
 def test_fisher_weighted_average() -> None:
