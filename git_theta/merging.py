@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from git_theta import filters, git, manifest
-from git_theta.errors import MergeError
+from git_theta.errors import MergeError, NotARepositoryError
 from git_theta.manifest import Manifest
 from git_theta.merge_driver import Choice, Chooser, Conflict, describe, merge
 from git_theta.merge_rules import CONFIG_KEY, Automatic, fallback_choice, load_rules
@@ -34,7 +34,7 @@ def parse_side(data: bytes, path: str, label: str) -> Manifest | None:
 
 def make_chooser(
     store: Store,
-    root: Path,
+    root: Path | None,
     path: str,
     *,
     forced: Choice | None = None,
@@ -49,7 +49,9 @@ def make_chooser(
 
         return everything
     automatic = Automatic(
-        path, load_rules(root), fallback_choice(git.config_get(CONFIG_KEY, cwd=root))
+        path,
+        load_rules(root) if root is not None else [],
+        fallback_choice(git.config_get(CONFIG_KEY, cwd=root)),
     )
     from git_theta import merge_menu
 
@@ -82,7 +84,10 @@ def run_driver(base_file: str, ours_file: str, theirs_file: str, path: str, stor
         for data, label in zip(sides, ("base", "ours", "theirs"), strict=True)
     )
     assert ours is not None and theirs is not None
-    root = git.toplevel()
+    try:
+        root: Path | None = git.toplevel()
+    except NotARepositoryError:  # a bare repository (`git merge-tree`): no rules file
+        root = None
     counted: list[int] = []
     chooser = make_chooser(store, root, path)
 
