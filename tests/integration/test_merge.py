@@ -418,3 +418,33 @@ def test_resolve_without_strategy_uses_the_rules(repo: Path) -> None:
     assert loaded(repo) == {"a": [1, 4], "b": [10, 20]}
     git("commit", "-qm", "merged", cwd=repo)
     assert git("status", "--porcelain", cwd=repo).stdout == "?? .thetamerge\n"
+
+
+def test_two_fine_tunes_of_minilm(repo: Path, minilm: Path) -> None:
+    """Real weights: ours and theirs both retune layer 0; theirs also layer 5."""
+    base = load_file(str(minilm))
+    rng = np.random.default_rng(0)
+
+    def tuned(prefixes: tuple[str, ...], scale: float) -> dict[str, np.ndarray]:
+        out = dict(base)
+        for k, v in base.items():
+            if k.startswith(prefixes) and v.dtype == np.float32:
+                noise = rng.standard_normal(v.shape).astype(np.float32)
+                out[k] = (v + scale * noise).astype(np.float32)
+        return out
+
+    ours = tuned(("encoder.layer.0.",), 1e-3)
+    theirs = tuned(("encoder.layer.0.", "encoder.layer.5."), 2e-3)
+    three_way(repo, base, ours, theirs)
+    merge(repo, "theta.merge.strategy=average")
+    got = load_file(str(repo / F))
+    assert sorted(got) == sorted(base)
+    for k in base:
+        if k.startswith("encoder.layer.0."):
+            want = ((ours[k].astype(np.float64) + theirs[k]) / 2).astype(np.float32)
+        elif k.startswith("encoder.layer.5."):
+            want = theirs[k]
+        else:
+            want = base[k]
+        np.testing.assert_array_equal(got[k], want, err_msg=k)
+    clean_status(repo)
