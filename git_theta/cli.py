@@ -231,7 +231,13 @@ def merge_driver(base: str, ours: str, theirs: str, path: str) -> None:
 
 @main.command()
 @click.argument("path")
-@click.option("--strategy", "strategy", help="Merge every conflicting parameter this way.")
+@click.option(
+    "--strategy",
+    "strategy",
+    metavar="NAME",
+    help="Merge every conflicting parameter this way: take-ours, take-theirs, take-base, "
+    "average, fisher, task-arithmetic, ties, dare, or any installed git_theta.merges plugin.",
+)
 @click.option(
     "-o", "--option", "options", multiple=True, metavar="KEY=VALUE", help="Strategy option."
 )
