@@ -1,0 +1,123 @@
+"""`git theta log`: what each commit did to the tracked checkpoints.
+
+Per commit (against its first parent) and per checkpoint: how many parameters were added,
+removed or changed, how the new values are stored (count per record type: dense, sparse,
+low-rank, ...) and how many bytes of objects the commit added to the store (objects the
+new manifest needs that the parent's manifest did not).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from git_theta import diff, git, manifest
+from git_theta.manifest import Manifest
+from git_theta.store import Store
+from git_theta.versions import object_size
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    added: int
+    removed: int
+    changed: int
+    stored_as: dict[str, int]  # record type -> parameters newly stored that way
+    new_objects: int
+    new_bytes: int  # of the new objects present locally
+    missing: int  # new objects not in the local store (size unknown)
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class CommitChange:
+    commit: str
+    date: str
+    author: str
+    subject: str
+    files: tuple[FileChange, ...] = field(default_factory=tuple)
+
+
+def file_change(store: Store, path: str, old: Manifest | None, new: Manifest | None) -> FileChange:
+    """What going from `old` to `new` did to one checkpoint (no store reads but sizes)."""
+    d = diff.diff_manifests(path, old, new, store, figures=False)
+    kinds: Counter[str] = Counter()
+    for p in d.params:
+        if p.new is not None:
+            kinds[str(p.new.record["type"])] += 1
+    # a record change without a value change (e.g. re-encoded as a patch) is storage too
+    if old is not None and new is not None:
+        before = old.by_name()
+        for e in new.entries:
+            b = before.get(e.name)
+            if b is not None and b.hash == e.hash and b.record != e.record:
+                kinds[str(e.record["type"])] += 1
+    fresh = sorted((new.oids() if new else set()) - (old.oids() if old else set()))
+    sizes = [object_size(store, oid) for oid in fresh]
+    return FileChange(
+        path,
+        d.count("added"),
+        d.count("removed"),
+        d.count("changed"),
+        dict(sorted(kinds.items())),
+        len(fresh),
+        sum(s for s in sizes if s is not None),
+        sum(1 for s in sizes if s is None),
+        deleted=new is None,
+    )
+
+
+def _changed_paths(commit: str, top: Path, pathspecs: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(old blob, new blob, path) of files `commit` changed against its first parent."""
+    items = git.lines_z(
+        "diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--root",
+        "--diff-merges=first-parent", commit, "--", *pathspecs, cwd=top,
+    )  # fmt: skip
+    out = []
+    for i in range(0, len(items) - 1, 2):
+        meta = items[i].lstrip(":").split()
+        if len(meta) >= 4:
+            out.append((meta[2], meta[3], items[i + 1]))
+    return out
+
+
+def _read(reader: git.BlobReader, blob: str, path: str) -> Manifest | None:
+    if set(blob) == {"0"}:
+        return None
+    got = reader.read(blob)
+    if got is None or not manifest.is_manifest(got[1]):
+        return None
+    return manifest.parse(got[1], path)
+
+
+def log(
+    store: Store,
+    top: Path,
+    rev: str = "HEAD",
+    pathspecs: Sequence[str] = (),
+    max_count: int | None = None,
+) -> Iterator[CommitChange]:
+    """Commits reachable from `rev` (newest first) that changed a tracked checkpoint."""
+    if git.rev_parse(rev, cwd=top) is None:
+        return
+    fmt = "%H%x1f%ad%x1f%an%x1f%s"
+    args = ["log", "--date=short", f"--format={fmt}", rev]
+    lines = git.run(*args, "--", *pathspecs, cwd=top).decode("utf-8", "replace").splitlines()
+    shown = 0
+    with git.BlobReader(top) as reader:
+        for line in lines:
+            commit, date, author, subject = line.split("\x1f", 3)
+            files = []
+            for old_blob, new_blob, path in _changed_paths(commit, top, pathspecs):
+                old, new = _read(reader, old_blob, path), _read(reader, new_blob, path)
+                if old is None and new is None:
+                    continue
+                files.append(file_change(store, path, old, new))
+            if files:
+                yield CommitChange(commit, date, author, subject, tuple(files))
+                shown += 1
+                if max_count is not None and shown >= max_count:
+                    return

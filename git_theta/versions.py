@@ -1,0 +1,286 @@
+"""Versions of tracked checkpoints: at a revision, in the index, in the working tree.
+
+The building blocks of `git theta diff`, `status`, `ls-files` and `show`. Working-tree files
+are cleaned into a scratch overlay (scratch.py), so none of these writes to the store; git
+itself is only asked tree-to-tree and tree-to-index questions, which run no filter.
+Paths are relative to the top of the working tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from git_theta import diff, git, manifest
+from git_theta.errors import GitThetaError
+from git_theta.manifest import Manifest
+from git_theta.scratch import ScratchStore, clean_file, scratch
+from git_theta.store import Store
+from git_theta.updates.base import Record
+
+NULL_OID = "0" * 40
+
+
+def top_pathspecs(pathspecs: Sequence[str], cwd: str | Path | None = None) -> list[str]:
+    """User pathspecs (relative to `cwd`) rewritten relative to the top of the worktree."""
+    prefix = git.run_text("rev-parse", "--show-prefix", cwd=cwd)
+    return [p if p.startswith(":") or not prefix else prefix + p for p in pathspecs]
+
+
+def manifest_at(spec: str, top: Path) -> Manifest | None:
+    """The manifest stored at `spec` (`REV:path`, or `:path` for the index), None if absent
+    or not a manifest."""
+    data = git.show_blob(spec, cwd=top)
+    if data is None or not manifest.is_manifest(data):
+        return None
+    return manifest.parse(data, spec)
+
+
+def index_paths(top: Path, pathspecs: Sequence[str] = ()) -> list[str]:
+    """Tracked checkpoints in the index (filter=theta), sorted, each once."""
+    paths = sorted(set(git.lines_z("ls-files", "-z", "--", *pathspecs, cwd=top)))
+    return git.theta_paths(paths, cwd=top)
+
+
+def tree_paths(rev: str, top: Path, pathspecs: Sequence[str] = ()) -> list[str]:
+    """Tracked checkpoints in the tree of `rev` (filter=theta per the current attributes)."""
+    items = git.lines_z(
+        "ls-tree", "-r", "-z", "--full-tree", "--name-only", rev, "--", *pathspecs, cwd=top
+    )
+    return git.theta_paths(sorted(items), cwd=top)
+
+
+def worktree_manifest(
+    path: str, top: Path, store: ScratchStore, previous: Manifest | None
+) -> Manifest | None:
+    """The manifest the working-tree file would clean to (objects only in `store`)."""
+    p = top / path
+    if not p.is_file():
+        return None
+    return clean_file(p, path, store, previous)
+
+
+def _need_rev(rev: str, top: Path) -> str:
+    oid = git.rev_parse(rev + "^{tree}", cwd=top)
+    if oid is None:
+        raise GitThetaError(f"{rev!r} is not a revision", hint="see `git log` for valid names")
+    return rev
+
+
+def diff_revisions(
+    store: Store,
+    top: Path,
+    revs: Sequence[str],
+    *,
+    cached: bool = False,
+    pathspecs: Sequence[str] = (),
+    patterns: Sequence[str] = (),
+) -> Iterator[diff.FileDiff]:
+    """Per-file diffs as `git diff` chooses its sides: no rev = index vs working tree;
+    one = REV vs working tree (with `cached`: REV, default HEAD, vs index); two = A vs B."""
+    if len(revs) > 2 or (cached and len(revs) > 1):
+        raise GitThetaError("too many revisions", hint="give at most two (one with --cached)")
+    for r in revs:
+        _need_rev(r, top)
+    if len(revs) == 2 or cached:
+        yield from _diff_stored(store, top, revs, pathspecs, patterns)
+        return
+    with scratch(store) as overlay:
+        if revs:
+            paths = sorted(
+                set(tree_paths(revs[0], top, pathspecs)) | set(index_paths(top, pathspecs))
+            )
+        else:
+            paths = index_paths(top, pathspecs)
+        for path in paths:
+            old = manifest_at(f"{revs[0]}:{path}" if revs else f":{path}", top)
+            new = worktree_manifest(path, top, overlay, old)
+            if old is None and new is None:
+                continue
+            if old is not None and new is not None and old.render() == new.render():
+                continue
+            d = diff.diff_manifests(path, old, new, store, new_store=overlay, patterns=patterns)
+            if d.params or old is None or new is None:
+                yield d
+
+
+def _diff_stored(
+    store: Store,
+    top: Path,
+    revs: Sequence[str],
+    pathspecs: Sequence[str],
+    patterns: Sequence[str],
+) -> Iterator[diff.FileDiff]:
+    """A vs B, or REV (default HEAD) vs the index: both sides are manifests in git."""
+    if len(revs) == 2:
+        a: str | None = revs[0]
+        b_prefix = f"{revs[1]}:"
+        names = git.lines_z(
+            "diff", "--name-only", "-z", "--no-renames", revs[0], revs[1], "--", *pathspecs, cwd=top
+        )
+    else:
+        a = revs[0] if revs else ("HEAD" if git.rev_parse("HEAD", cwd=top) else None)
+        b_prefix = ":"
+        if a is None:  # no commit yet: everything staged is new
+            names = index_paths(top, pathspecs)
+        else:
+            names = git.lines_z(
+                "diff",
+                "--cached",
+                "--name-only",
+                "-z",
+                "--no-renames",
+                a,
+                "--",
+                *pathspecs,
+                cwd=top,
+            )
+    for path in names:
+        old = manifest_at(f"{a}:{path}", top) if a is not None else None
+        new = manifest_at(b_prefix + path, top)
+        if old is None and new is None:
+            continue
+        d = diff.diff_manifests(path, old, new, store, patterns=patterns)
+        if d.params or old is None or new is None:
+            yield d
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    path: str
+    state: str  # "modified", "deleted", "new" (untracked checkpoint), "unchanged"
+    changed: int = 0
+    added: int = 0
+    removed: int = 0
+    params: int = 0
+
+
+def status(store: Store, top: Path, pathspecs: Sequence[str] = ()) -> list[FileStatus]:
+    """Each tracked checkpoint's state in the working tree against the index (nothing written:
+    the working tree is cleaned into a scratch overlay, compared by hash only)."""
+    out = []
+    with scratch(store) as overlay:
+        for path in index_paths(top, pathspecs):
+            old = manifest_at(f":{path}", top)
+            new = worktree_manifest(path, top, overlay, old)
+            if new is None:
+                out.append(FileStatus(path, "deleted", params=len(old.entries) if old else 0))
+                continue
+            d = diff.diff_manifests(path, old, new, overlay, figures=False)
+            state = "modified" if d.params else "unchanged"
+            out.append(
+                FileStatus(
+                    path,
+                    state,
+                    d.count("changed"),
+                    d.count("added"),
+                    d.count("removed"),
+                    len(new.entries),
+                )
+            )
+    others = git.lines_z(
+        "ls-files", "-z", "--others", "--exclude-standard", "--", *pathspecs, cwd=top
+    )
+    out += [FileStatus(p, "new") for p in git.theta_paths(sorted(others), cwd=top)]
+    return sorted(out, key=lambda s: s.path)
+
+
+# -- ls-files and show ---------------------------------------------------------------------------
+
+
+def object_size(store: Store, oid: str) -> int | None:
+    """Stored size of `oid`, None when it is not in the local store."""
+    try:
+        return store.path(oid).stat().st_size
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class FileListing:
+    path: str
+    params: int
+    raw_bytes: int
+    stored_bytes: int  # every object this version needs (chain bases, skeleton) present locally
+    missing: int  # objects it needs that are not in the local store
+    format: str
+
+
+def ls_files(store: Store, top: Path, rev: str | None = None) -> list[FileListing]:
+    """Tracked checkpoints of the index (or of `rev`'s tree), with counts and sizes."""
+    paths = tree_paths(_need_rev(rev, top), top) if rev else index_paths(top)
+    out = []
+    for path in paths:
+        m = manifest_at(f"{rev}:{path}" if rev else f":{path}", top)
+        if m is None:
+            continue
+        sizes = [object_size(store, oid) for oid in sorted(m.oids())]
+        out.append(
+            FileListing(
+                path,
+                len(m.entries),
+                sum(e.nbytes for e in m.entries),
+                sum(s for s in sizes if s is not None),
+                sum(1 for s in sizes if s is None),
+                m.format,
+            )
+        )
+    return out
+
+
+def own_oids(record: Record) -> list[str]:
+    """Objects a record names itself, its nested bases excluded."""
+    return sorted(
+        v for k, v in record.items() if (k == "oid" or k.endswith("_oid")) and isinstance(v, str)
+    )
+
+
+def chain_depth(record: Record) -> int:
+    """0 for a self-contained record, else how many nested bases lead to one."""
+    depth = 0
+    r = record
+    while isinstance(r.get("base"), dict):
+        r = r["base"]
+        depth += 1
+    return depth
+
+
+@dataclass(frozen=True)
+class ParamListing:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    record: str
+    depth: int
+    raw_bytes: int
+    stored_bytes: int | None  # of the record's own objects; None if one is missing locally
+
+
+def show(store: Store, top: Path, spec: str) -> tuple[Manifest, list[ParamListing]]:
+    """The manifest at `spec` (`REV:PATH`, `:PATH`) and one row per parameter."""
+    m = manifest_at(spec, top)
+    if m is None:
+        raise GitThetaError(
+            f"{spec} is not a git-theta manifest",
+            hint="name a tracked checkpoint as REV:PATH, e.g. HEAD:model.safetensors",
+        )
+    rows = []
+    for e in m.entries:
+        sizes = [object_size(store, o) for o in own_oids(e.record)]
+        stored = None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+        rows.append(
+            ParamListing(
+                e.name,
+                e.dtype,
+                e.shape,
+                str(e.record["type"]),
+                chain_depth(e.record),
+                e.nbytes,
+                stored,
+            )
+        )
+    return m, rows
