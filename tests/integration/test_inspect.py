@@ -1,0 +1,221 @@
+"""diff / log / show / ls-files / status through real git commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from tests.conftest import git, store_objects, theta
+
+
+def fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def base_tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    t = {f"layer{i}.weight": rng.standard_normal((64, 32)).astype(np.float32) for i in range(4)}
+    t["bias"] = np.zeros(32, np.float32)
+    return t
+
+
+def figures_line(name: str, old: np.ndarray, new: np.ndarray) -> str:
+    """The line the diff must print for `name`, with figures computed here by numpy."""
+    d = new.astype(np.float64) - old.astype(np.float64)
+    l2 = float(np.linalg.norm(d))
+    rel = l2 / float(np.linalg.norm(old.astype(np.float64)))
+    changed = int(np.count_nonzero(d))
+    shape = ",".join(map(str, new.shape))
+    return (
+        f"  M {name}  F32 [{shape}]  |d|={fmt(l2)}  rel={fmt(rel)}  "
+        f"max|d|={fmt(float(np.abs(d).max()))}  changed={100 * changed / d.size:.2f}% "
+        f"({changed}/{d.size})"
+    )
+
+
+@pytest.fixture
+def two_versions(repo: Path) -> tuple[Path, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """v0 committed; v1 (layer1 rows 0-7 + 0.25*noise, bias removed, new.bias added) in the
+    working tree, not added."""
+    v0 = base_tensors()
+    save_file(v0, str(repo / "m.safetensors"))
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v0", cwd=repo)
+    v1 = {k: v.copy() for k, v in v0.items() if k != "bias"}
+    rng = np.random.default_rng(1)
+    v1["layer1.weight"][:8] += 0.25 * rng.standard_normal((8, 32)).astype(np.float32)
+    v1["new.bias"] = np.ones(8, np.float32)
+    save_file(v1, str(repo / "m.safetensors"))
+    return repo, v0, v1
+
+
+def test_git_diff_prints_figures_in_all_four_commands(two_versions) -> None:
+    repo, v0, v1 = two_versions
+    expected = figures_line("layer1.weight", v0["layer1.weight"], v1["layer1.weight"])
+    header = "theta diff m.safetensors: 1 changed, 1 added, 1 removed, 3 unchanged"
+    worktree = git("diff", cwd=repo).stdout
+    assert worktree.splitlines()[:5] == [
+        header,
+        "  D bias  F32 [32]",
+        expected,
+        "  A new.bias  F32 [8]",
+        worktree.splitlines()[4],
+    ]
+    assert worktree.splitlines()[4].startswith("  total: 3 of 6 parameters differ; 256 of 2048")
+    git("add", "m.safetensors", cwd=repo)
+    assert git("diff", "--cached", cwd=repo).stdout == worktree
+    git("commit", "-qm", "v1", cwd=repo)
+    show = git("show", "--ext-diff", "--format=%s", cwd=repo).stdout
+    assert expected in show.splitlines()
+    log = git("log", "-p", "--ext-diff", "-1", "--format=%s", cwd=repo).stdout
+    assert log == show
+    # without --ext-diff, git log -p / git show use the textconv: one line per parameter
+    plain = git("show", "--format=%s", cwd=repo).stdout.splitlines()
+    assert any(line.startswith("-bias  F32 [32]  ") for line in plain)
+    assert any(line.startswith("-layer1.weight  F32 [64,32]  ") for line in plain)
+    assert any(line.startswith("+layer1.weight  F32 [64,32]  ") for line in plain)
+    assert any(line.startswith("+new.bias  F32 [8]  ") for line in plain)
+    assert not any(line.startswith(("+layer0", "-layer0")) for line in plain)
+
+
+def test_theta_diff_json_revisions_patterns_and_dtype_change(two_versions) -> None:
+    repo, v0, v1 = two_versions
+    git("commit", "-qam", "v1", cwd=repo)
+    v2 = {k: v.copy() for k, v in v1.items()}
+    v2["layer2.weight"] = v1["layer2.weight"].astype(np.float16)
+    v2["layer3.weight"] = v1["layer3.weight"][:16]
+    save_file(v2, str(repo / "m.safetensors"))
+    git("commit", "-qam", "v2", cwd=repo)
+
+    out = json.loads(theta("diff", "HEAD~2", "HEAD", "--json", cwd=repo).stdout)
+    (f,) = out["files"]
+    by = {p["name"]: p for p in f["params"]}
+    assert sorted(by) == ["bias", "layer1.weight", "layer2.weight", "layer3.weight", "new.bias"]
+    assert f["totals"]["unchanged"] == 1
+    p = by["layer1.weight"]
+    d = v1["layer1.weight"].astype(np.float64) - v0["layer1.weight"].astype(np.float64)
+    assert p["l2"] == pytest.approx(np.linalg.norm(d), rel=1e-12)
+    assert p["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-12)
+    assert p["changed"] == np.count_nonzero(d) == 256
+    q = by["layer2.weight"]
+    assert q["dtype_changed"] and q["old"]["dtype"] == "F32" and q["new"]["dtype"] == "F16"
+    d2 = v2["layer2.weight"].astype(np.float64) - v0["layer2.weight"].astype(np.float64)
+    assert q["l2"] == pytest.approx(np.linalg.norm(d2), rel=1e-12)
+    assert q["changed"] == np.count_nonzero(d2)
+    r = by["layer3.weight"]
+    assert r["shape_changed"] and r["new"]["shape"] == [16, 32] and "l2" not in r
+
+    only = json.loads(
+        theta("diff", "HEAD~2", "HEAD", "--json", "--params", "layer[12]*", cwd=repo).stdout
+    )
+    assert [p["name"] for p in only["files"][0]["params"]] == ["layer1.weight", "layer2.weight"]
+    # one revision: REV vs the working tree (clean here); paths after --
+    assert theta("diff", "HEAD", cwd=repo).stdout == ""
+    assert theta("diff", "HEAD~1", "--", "other.safetensors", cwd=repo).stdout == ""
+    one = theta("diff", "HEAD~1", "--", "m.safetensors", cwd=repo).stdout
+    assert one.startswith("theta diff m.safetensors: 2 changed, 0 added, 0 removed, 3 unchanged")
+
+
+def test_diff_reports_missing_objects_per_parameter(two_versions) -> None:
+    repo, v0, v1 = two_versions
+    git("commit", "-qam", "v1", cwd=repo)
+    entry = next(
+        json.loads(line)
+        for line in git("cat-file", "-p", "HEAD:m.safetensors", cwd=repo).stdout.splitlines()
+        if line.startswith('{"name":"layer1.weight"')
+    )
+    oid = entry["record"]["oid"]
+    (repo / ".git/theta/objects" / oid[:2] / oid[2:4] / oid).unlink()
+    out = git("diff", "HEAD~1", "HEAD", cwd=repo).stdout.splitlines()
+    assert out[0] == "theta diff m.safetensors: 1 changed, 1 added, 1 removed, 3 unchanged"
+    line = next(x for x in out if x.startswith("  M layer1.weight"))
+    assert f"object {oid[:12]} is missing from the local store" in line
+    assert "git theta fetch" in line
+    assert out[-1].endswith("1 could not be compared")
+
+
+def test_status_lists_changes_and_writes_nothing(two_versions) -> None:
+    repo, _, _ = two_versions
+    save_file({"x": np.ones(3, np.float32)}, str(repo / "extra.safetensors"))
+    before = store_objects(repo)
+    out = theta("status", cwd=repo).stdout
+    assert out.splitlines() == [
+        "new:      extra.safetensors  (not added yet)",
+        "modified: m.safetensors  (1 changed, 1 added, 1 removed of 5 parameters)",
+        "0 tracked checkpoints unchanged",
+    ]
+    assert store_objects(repo) == before
+    assert list((repo / ".git/theta/tmp").iterdir()) == []
+    (repo / "m.safetensors").unlink()
+    assert theta("status", cwd=repo).stdout.splitlines()[1] == "deleted:  m.safetensors"
+    git("checkout", "--", "m.safetensors", cwd=repo)
+    assert theta("status", "m.safetensors", cwd=repo).stdout == (
+        "1 tracked checkpoint unchanged\n"
+    )
+
+
+def stored_size(repo: Path, oid: str) -> int:
+    return (repo / ".git/theta/objects" / oid[:2] / oid[2:4] / oid).stat().st_size
+
+
+def manifest_entries(repo: Path, spec: str) -> dict[str, dict]:
+    lines = git("cat-file", "-p", spec, cwd=repo).stdout.splitlines()[3:]
+    return {e["name"]: e for e in map(json.loads, lines)}
+
+
+def test_log_counts_storage_and_bytes(two_versions) -> None:
+    repo, _, v1 = two_versions
+    git("commit", "-qam", "v1", cwd=repo)
+    v2 = {k: v.copy() for k, v in v1.items()}
+    v2["layer3.weight"] *= 2
+    save_file(v2, str(repo / "m.safetensors"))
+    (repo / "notes.txt").write_text("not a checkpoint\n")
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "v2", cwd=repo)
+    log = json.loads(theta("log", "--json", cwd=repo).stdout)
+    assert [c["subject"] for c in log] == ["v2", "v1", "v0"]
+    (v2_files,), (v1_files,), (v0_files,) = (c["files"] for c in log)
+    assert (v2_files["changed"], v2_files["added"], v2_files["removed"]) == (1, 0, 0)
+    assert v2_files["stored_as"] == {"dense": 1}
+    oid = manifest_entries(repo, "HEAD:m.safetensors")["layer3.weight"]["record"]["oid"]
+    # same names, shapes and dtypes: the skeleton is unchanged, the new value is all it adds
+    assert v2_files["new_objects"] == 1
+    assert v2_files["new_bytes"] == stored_size(repo, oid)
+    assert (v1_files["changed"], v1_files["added"], v1_files["removed"]) == (1, 1, 1)
+    assert v1_files["stored_as"] == {"dense": 2}
+    assert v1_files["new_objects"] == 3  # layer1, new.bias, the new skeleton
+    assert (v0_files["added"], v0_files["new_objects"]) == (5, 6)
+    text = theta("log", "-n", "1", cwd=repo).stdout.splitlines()
+    assert text[1] == (
+        f"    m.safetensors: 1 changed, 0 added, 0 removed; stored as dense 1; "
+        f"{stored_size(repo, oid) / 1000:.1f} KB in 1 new objects"
+    )
+
+
+def test_ls_files_and_show(two_versions) -> None:
+    repo, v0, _ = two_versions
+    rows = json.loads(theta("ls-files", "--json", cwd=repo).stdout)
+    assert [r["path"] for r in rows] == ["m.safetensors"]
+    (r,) = rows
+    assert r["params"] == 5 and r["missing"] == 0
+    assert r["raw_bytes"] == sum(v.nbytes for v in v0.values())
+    m = git("cat-file", "-p", ":m.safetensors", cwd=repo).stdout.splitlines()
+    skeleton = m[2].split()[1]
+    oids = [e["record"]["oid"] for e in map(json.loads, m[3:])] + [skeleton]
+    assert r["stored_bytes"] == sum(stored_size(repo, o) for o in oids)
+    show = theta("show", "HEAD:m.safetensors", cwd=repo).stdout.splitlines()
+    assert show[0] == "HEAD:m.safetensors: safetensors, 5 parameters, 32.9 KB raw"
+    assert [line.split()[:4] for line in show[1:]] == [
+        ["bias", "F32", "[32]", "dense"],
+        *[[f"layer{i}.weight", "F32", "[64,32]", "dense"] for i in range(4)],
+    ]
+    shown = json.loads(theta("show", "--json", ":m.safetensors", cwd=repo).stdout)
+    sizes = {p["name"]: p["stored_bytes"] for p in shown["params"]}
+    entries = manifest_entries(repo, ":m.safetensors")
+    assert sizes == {n: stored_size(repo, e["record"]["oid"]) for n, e in entries.items()}
+    bad = theta("show", "HEAD:.gitattributes", cwd=repo, check=False)
+    assert bad.returncode == 1 and "is not a git-theta manifest" in bad.stderr
