@@ -121,7 +121,7 @@ def test_theta_diff_json_revisions_patterns_and_dtype_change(two_versions) -> No
 
 
 def test_diff_reports_missing_objects_per_parameter(two_versions) -> None:
-    repo, v0, v1 = two_versions
+    repo, _, _ = two_versions
     git("commit", "-qam", "v1", cwd=repo)
     entry = next(
         json.loads(line)
@@ -153,9 +153,7 @@ def test_status_lists_changes_and_writes_nothing(two_versions) -> None:
     (repo / "m.safetensors").unlink()
     assert theta("status", cwd=repo).stdout.splitlines()[1] == "deleted:  m.safetensors"
     git("checkout", "--", "m.safetensors", cwd=repo)
-    assert theta("status", "m.safetensors", cwd=repo).stdout == (
-        "1 tracked checkpoint unchanged\n"
-    )
+    assert theta("status", "m.safetensors", cwd=repo).stdout == ("1 tracked checkpoint unchanged\n")
 
 
 def stored_size(repo: Path, oid: str) -> int:
