@@ -8,7 +8,10 @@ tensor. Figures are computed in float64 (complex128 for complex dtypes):
 - `l2`: ||new - old||_2, the L2 norm of the change;
 - `rel`: l2 / ||old||_2 (None when the old value is all zeros);
 - `max_abs`: max |new - old|;
-- `changed`: how many elements differ (NaN against NaN counts as equal).
+- `changed`: how many elements differ.
+
+NaN against NaN counts as unchanged; NaN against a number makes `l2` and `max_abs` NaN
+(the change is not a number); ||old|| leaves NaNs out.
 
 A value whose objects are missing or corrupt gets an `error` instead of figures; the rest
 of the diff goes on.
@@ -211,13 +214,16 @@ def compare_values(
         x, y = _numbers(block_a, old.dtype), _numbers(block_b, new.dtype)
         if len(x) != len(y):
             break  # one side is short: its hash check below reports it
-        d = y - x
+        both_nan = np.isnan(x) & np.isnan(y)
+        d = np.where(both_nan, 0, y - x)
         sq += float(np.vdot(d, d).real)
-        old_sq += float(np.vdot(x, x).real)
+        finite_x = np.where(np.isnan(x), 0, x)
+        old_sq += float(np.vdot(finite_x, finite_x).real)
         if len(d):
-            max_abs = max(max_abs, float(np.max(np.abs(d))))
-        same = (x == y) | (np.isnan(x) & np.isnan(y))
-        changed += int(len(d) - np.count_nonzero(same))
+            m = float(np.max(np.abs(d)))
+            if math.isnan(m) or not m <= max_abs:
+                max_abs = m
+        changed += int(len(d) - np.count_nonzero((x == y) | both_nan))
     for rest in (blocks_a, blocks_b):  # drain both: runs their hash checks
         for _ in rest:
             pass
