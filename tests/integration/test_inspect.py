@@ -80,6 +80,27 @@ def test_git_diff_prints_figures_in_all_four_commands(two_versions) -> None:
     assert any(line.startswith("+layer1.weight  F32 [64,32]  ") for line in plain)
     assert any(line.startswith("+new.bias  F32 [8]  ") for line in plain)
     assert not any(line.startswith(("+layer0", "-layer0")) for line in plain)
+    # with a real smudge (as without /proc), git hands over whole checkpoints: same output
+    smudged = {"GIT_THETA_DIFF_SMUDGE": "1"}
+    assert git("show", "--ext-diff", "--format=%s", cwd=repo, env=smudged).stdout == show
+    assert git("show", "--format=%s", cwd=repo, env=smudged).stdout.splitlines() == plain
+
+
+def test_git_diff_of_added_and_deleted_checkpoints(repo: Path) -> None:
+    save_file({"w": np.ones((2, 3), np.float32)}, str(repo / "a.safetensors"))
+    git("add", "a.safetensors", cwd=repo)
+    assert git("diff", "--cached", cwd=repo).stdout == (
+        "theta diff a.safetensors (new file): 0 changed, 1 added, 0 removed, 0 unchanged\n"
+        "  A w  F32 [2,3]\n"
+        "  total: 1 of 1 parameters differ; 0 of 0 compared elements changed; |d|=0\n"
+    )
+    git("commit", "-qm", "a", cwd=repo)
+    git("rm", "-q", "a.safetensors", cwd=repo)
+    out = git("diff", "--cached", cwd=repo).stdout.splitlines()
+    assert out[:2] == [
+        "theta diff a.safetensors (deleted): 0 changed, 0 added, 1 removed, 0 unchanged",
+        "  D w  F32 [2,3]",
+    ]
 
 
 def test_theta_diff_json_revisions_patterns_and_dtype_change(two_versions) -> None:
