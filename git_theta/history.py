@@ -1,6 +1,7 @@
 """`git theta log`: what each commit did to the tracked checkpoints.
 
-Per commit (against its first parent) and per checkpoint: how many parameters were added,
+Per commit (against its first parent; for a merge, bytes count only objects no parent
+had) and per checkpoint: how many parameters were added,
 removed or changed, how the new values are stored (count per record type: dense, sparse,
 low-rank, ...) and how many bytes of objects the commit added to the store (objects the
 new manifest needs that the parent's manifest did not).
@@ -41,8 +42,16 @@ class CommitChange:
     files: tuple[FileChange, ...] = field(default_factory=tuple)
 
 
-def file_change(store: Store, path: str, old: Manifest | None, new: Manifest | None) -> FileChange:
-    """What going from `old` to `new` did to one checkpoint (no store reads but sizes)."""
+def file_change(
+    store: Store,
+    path: str,
+    old: Manifest | None,
+    new: Manifest | None,
+    others: Sequence[Manifest] = (),
+) -> FileChange:
+    """What going from `old` to `new` did to one checkpoint (no store reads but sizes).
+
+    `others`: the file in a merge's other parents; their objects are not new either."""
     d = diff.diff_manifests(path, old, new, store, figures=False)
     kinds: Counter[str] = Counter()
     for p in d.params:
@@ -55,7 +64,8 @@ def file_change(store: Store, path: str, old: Manifest | None, new: Manifest | N
             b = before.get(e.name)
             if b is not None and b.hash == e.hash and b.record != e.record:
                 kinds[str(e.record["type"])] += 1
-    fresh = sorted((new.oids() if new else set()) - (old.oids() if old else set()))
+    known = set().union(*(m.oids() for m in (old, *others) if m is not None))
+    fresh = sorted((new.oids() if new else set()) - known)
     sizes = [object_size(store, oid) for oid in fresh]
     return FileChange(
         path,
@@ -93,6 +103,13 @@ def _read(reader: git.BlobReader, blob: str, path: str) -> Manifest | None:
     return manifest.parse(got[1], path)
 
 
+def _read_at(reader: git.BlobReader, commit: str, path: str) -> Manifest | None:
+    got = reader.read(f"{commit}:{path}")
+    if got is None or got[0] != "blob" or not manifest.is_manifest(got[1]):
+        return None
+    return manifest.parse(got[1], path)
+
+
 def log(
     store: Store,
     top: Path,
@@ -103,19 +120,21 @@ def log(
     """Commits reachable from `rev` (newest first) that changed a tracked checkpoint."""
     if git.rev_parse(rev, cwd=top) is None:
         return
-    fmt = "%H%x1f%ad%x1f%an%x1f%s"
+    fmt = "%H%x1f%P%x1f%ad%x1f%an%x1f%s"
     args = ["log", "--date=short", f"--format={fmt}", rev]
     lines = git.run(*args, "--", *pathspecs, cwd=top).decode("utf-8", "replace").splitlines()
     shown = 0
     with git.BlobReader(top) as reader:
         for line in lines:
-            commit, date, author, subject = line.split("\x1f", 3)
+            commit, parents, date, author, subject = line.split("\x1f", 4)
             files = []
             for old_blob, new_blob, path in _changed_paths(commit, top, pathspecs):
                 old, new = _read(reader, old_blob, path), _read(reader, new_blob, path)
                 if old is None and new is None:
                     continue
-                files.append(file_change(store, path, old, new))
+                others = [_read_at(reader, p, path) for p in parents.split()[1:]]
+                known = [m for m in others if m is not None]
+                files.append(file_change(store, path, old, new, known))
             if files:
                 yield CommitChange(commit, date, author, subject, tuple(files))
                 shown += 1

@@ -66,8 +66,11 @@ def test_git_diff_prints_figures_in_all_four_commands(two_versions) -> None:
         worktree.splitlines()[4],
     ]
     assert worktree.splitlines()[4].startswith("  total: 3 of 6 parameters differ; 256 of 2048")
+    assert theta("diff", cwd=repo).stdout == worktree
     git("add", "m.safetensors", cwd=repo)
     assert git("diff", "--cached", cwd=repo).stdout == worktree
+    assert theta("diff", "--cached", cwd=repo).stdout == worktree
+    assert theta("diff", "HEAD", cwd=repo).stdout == worktree
     git("commit", "-qm", "v1", cwd=repo)
     show = git("show", "--ext-diff", "--format=%s", cwd=repo).stdout
     assert expected in show.splitlines()
@@ -238,3 +241,23 @@ def test_ls_files_and_show(two_versions) -> None:
     assert sizes == {n: stored_size(repo, e["record"]["oid"]) for n, e in entries.items()}
     bad = theta("show", "HEAD:.gitattributes", cwd=repo, check=False)
     assert bad.returncode == 1 and "is not a git-theta manifest" in bad.stderr
+
+
+def test_log_of_a_merge_counts_only_objects_no_parent_had(two_versions) -> None:
+    repo, _, v1 = two_versions
+    git("commit", "-qam", "v1", cwd=repo)
+    git("checkout", "-qb", "side", cwd=repo)
+    v2 = dict(v1, **{"layer3.weight": v1["layer3.weight"] * 2})
+    save_file(v2, str(repo / "m.safetensors"))
+    git("commit", "-qam", "side", cwd=repo)
+    git("checkout", "-q", "main", cwd=repo)
+    (repo / "notes.txt").write_text("x\n")
+    git("add", "notes.txt", cwd=repo)
+    git("commit", "-qm", "notes", cwd=repo)
+    git("merge", "-q", "--no-edit", "side", cwd=repo)
+    merge, side = json.loads(theta("log", "-n", "2", "--json", cwd=repo).stdout)
+    assert merge["subject"].startswith("Merge branch 'side'")
+    (mf,) = merge["files"]
+    assert (mf["changed"], mf["new_objects"], mf["new_bytes"]) == (1, 0, 0)
+    (sf,) = side["files"]
+    assert (sf["changed"], sf["new_objects"]) == (1, 1)
