@@ -8,6 +8,7 @@ Paths are relative to the top of the working tree.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +52,72 @@ def tree_paths(rev: str, top: Path, pathspecs: Sequence[str] = ()) -> list[str]:
     return git.theta_paths(sorted(items), cwd=top)
 
 
+_DEBUG_RE = re.compile(
+    r"([^\0\n]*)\0  ctime: (\d+):(\d+)\n  mtime: (\d+):(\d+)\n  dev: \d+\tino: (\d+)\n"
+    r"  uid: \d+\tgid: \d+\n  size: (\d+)\tflags: [0-9a-f]+\n"
+)
+
+
+class IndexStat:
+    """Which working-tree files git's index vouches for, by git's own stat rule.
+
+    A file whose size, mtime, ctime and inode equal the index entry's, and that was not
+    modified in the same tick the index was written ("racily clean"), holds the content the
+    index names, so its manifest is the indexed one: no need to read and hash it.
+    """
+
+    def __init__(self, top: Path, paths: Sequence[str]) -> None:
+        self.top = top
+        self.entries: dict[str, tuple[int, int, int, int]] = {}
+        if not paths:
+            return
+        index = Path(git.run_text("rev-parse", "--git-path", "index", cwd=top))
+        index = index if index.is_absolute() else top / index
+        try:
+            self.index_mtime = index.stat().st_mtime_ns
+        except OSError:
+            return
+        out = git.run("ls-files", "--debug", "-z", "--", *paths, cwd=top)
+        for m in _DEBUG_RE.finditer(out.decode("utf-8", "surrogateescape")):
+            ctime = int(m[2]) * 10**9 + int(m[3])
+            mtime = int(m[4]) * 10**9 + int(m[5])
+            self.entries[m[1]] = (ctime, mtime, int(m[6]), int(m[7]))
+
+    def clean(self, path: str) -> bool:
+        """True when the index vouches that `path` is unchanged."""
+        want = self.entries.get(path)
+        if want is None:
+            return False
+        try:
+            st = (self.top / path).stat()
+        except OSError:
+            return False
+        ctime, mtime, ino, size = want
+        return (
+            (st.st_ctime_ns, st.st_mtime_ns, st.st_size) == (ctime, mtime, size)
+            and (ino == 0 or st.st_ino == ino)
+            and st.st_mtime_ns < self.index_mtime
+        )
+
+
 def worktree_manifest(
-    path: str, top: Path, store: ScratchStore, previous: Manifest | None
+    path: str,
+    top: Path,
+    store: ScratchStore,
+    previous: Manifest | None,
+    stat: IndexStat | None = None,
 ) -> Manifest | None:
-    """The manifest the working-tree file would clean to (objects only in `store`)."""
+    """The manifest the working-tree file would clean to (objects only in `store`).
+
+    With `stat`, a file the index vouches for is not read: its manifest is the indexed one.
+    """
     p = top / path
     if not p.is_file():
         return None
+    if stat is not None and stat.clean(path):
+        indexed = manifest_at(f":{path}", top)
+        if indexed is not None:
+            return indexed
     return clean_file(p, path, store, previous)
 
 
@@ -93,9 +153,10 @@ def diff_revisions(
             )
         else:
             paths = index_paths(top, pathspecs)
+        stat = IndexStat(top, paths)
         for path in paths:
             old = manifest_at(f"{revs[0]}:{path}" if revs else f":{path}", top)
-            new = worktree_manifest(path, top, overlay, old)
+            new = worktree_manifest(path, top, overlay, old, stat)
             if old is None and new is None:
                 continue
             if old is not None and new is not None and old.render() == new.render():
@@ -164,9 +225,11 @@ def status(store: Store, top: Path, pathspecs: Sequence[str] = ()) -> list[FileS
     the working tree is cleaned into a scratch overlay, compared by hash only)."""
     out = []
     with scratch(store) as overlay:
-        for path in index_paths(top, pathspecs):
+        paths = index_paths(top, pathspecs)
+        stat = IndexStat(top, paths)
+        for path in paths:
             old = manifest_at(f":{path}", top)
-            new = worktree_manifest(path, top, overlay, old)
+            new = worktree_manifest(path, top, overlay, old, stat)
             if new is None:
                 out.append(FileStatus(path, "deleted", params=len(old.entries) if old else 0))
                 continue

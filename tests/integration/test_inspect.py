@@ -261,3 +261,17 @@ def test_log_of_a_merge_counts_only_objects_no_parent_had(two_versions) -> None:
     assert (mf["changed"], mf["new_objects"], mf["new_bytes"]) == (1, 0, 0)
     (sf,) = side["files"]
     assert (sf["changed"], sf["new_objects"]) == (1, 1)
+
+
+def test_index_stat_vouches_only_for_untouched_files(repo: Path) -> None:
+    from git_theta.versions import IndexStat
+
+    save_file(base_tensors(), str(repo / "m.safetensors"))
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v0", cwd=repo)
+    assert IndexStat(repo, ["m.safetensors"]).clean("m.safetensors")
+    save_file(base_tensors(), str(repo / "m.safetensors"))  # same bytes, new mtime
+    assert not IndexStat(repo, ["m.safetensors"]).clean("m.safetensors")
+    assert theta("status", cwd=repo).stdout == "1 tracked checkpoint unchanged\n"
+    git("update-index", "--refresh", cwd=repo, check=False)
+    assert IndexStat(repo, ["m.safetensors"]).clean("m.safetensors")
