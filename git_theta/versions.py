@@ -128,6 +128,18 @@ def _need_rev(rev: str, top: Path) -> str:
     return rev
 
 
+def _split_range(revs: Sequence[str], top: Path) -> list[str]:
+    """`A..B` means A B and `A...B` means merge-base(A, B) B, as in `git diff`."""
+    if len(revs) != 1 or ".." not in revs[0]:
+        return list(revs)
+    a, sep, b = revs[0].partition("...")
+    if sep:
+        a, b = a or "HEAD", b or "HEAD"
+        return [git.run_text("merge-base", a, b, cwd=top), b]
+    a, _, b = revs[0].partition("..")
+    return [a or "HEAD", b or "HEAD"]
+
+
 def diff_revisions(
     store: Store,
     top: Path,
@@ -138,7 +150,9 @@ def diff_revisions(
     patterns: Sequence[str] = (),
 ) -> Iterator[diff.FileDiff]:
     """Per-file diffs as `git diff` chooses its sides: no rev = index vs working tree;
-    one = REV vs working tree (with `cached`: REV, default HEAD, vs index); two = A vs B."""
+    one = REV vs working tree (with `cached`: REV, default HEAD, vs index); two (or `A..B`,
+    `A...B`) = A vs B."""
+    revs = _split_range(revs, top)
     if len(revs) > 2 or (cached and len(revs) > 1):
         raise GitThetaError("too many revisions", hint="give at most two (one with --cached)")
     for r in revs:

@@ -116,6 +116,7 @@ def test_theta_diff_json_revisions_patterns_and_dtype_change(two_versions) -> No
     git("commit", "-qam", "v2", cwd=repo)
 
     out = json.loads(theta("diff", "HEAD~2", "HEAD", "--json", cwd=repo).stdout)
+    assert json.loads(theta("diff", "HEAD~2..HEAD", "--json", cwd=repo).stdout) == out
     (f,) = out["files"]
     by = {p["name"]: p for p in f["params"]}
     assert sorted(by) == ["bias", "layer1.weight", "layer2.weight", "layer3.weight", "new.bias"]
