@@ -180,3 +180,56 @@ def test_gc_removes_stale_temp_files_and_prunes_the_rawmap(repo: Path) -> None:
     )
     assert rawmap_after == rawmap_before - 1
     assert needed in store_objects(repo) and gone not in store_objects(repo)
+
+
+def test_gc_and_fsck_follow_nested_chain_bases(repo: Path) -> None:
+    """A value stored as a patch against a base keeps the base alive once nothing else
+    names it, and fsck reports the base missing by file and parameter."""
+    from git_theta import codec
+    from git_theta.store import Store
+
+    save_file(tensors(), str(repo / "m.safetensors"))
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v0", cwd=repo)
+    base = oid_of(repo, "HEAD:m.safetensors", "layer1.weight")
+    v0_blob = git("rev-parse", "HEAD:m.safetensors", cwd=repo).stdout.strip()
+    # a patch record (as an incremental update type writes it), its base nested by content
+    store = Store(repo / ".git/theta")
+    indices = store.put(codec.encode(b"\x00" * 8, 8)).oid
+    values = store.put(codec.encode(b"\x01" * 4, 4)).oid
+    lines = git("cat-file", "-p", "HEAD:m.safetensors", cwd=repo).stdout.splitlines()
+    out = []
+    for line in lines:
+        if line.startswith('{"name":"layer1.weight"'):
+            e = json.loads(line)
+            e["record"] = {
+                "type": "sparse",
+                "indices_oid": indices,
+                "values_oid": values,
+                "base": e["record"],
+            }
+            line = json.dumps(e, separators=(",", ":"), sort_keys=False)
+        out.append(line)
+    blob = git(
+        "hash-object", "-w", "--stdin", cwd=repo, input=("\n".join(out) + "\n").encode()
+    ).stdout.strip()
+    git("update-index", "--cacheinfo", f"100644,{blob},m.safetensors", cwd=repo)
+    # history now holds only the patched manifest: v0 is gone from every ref and reflog
+    git("checkout", "-q", "--orphan", "patched", cwd=repo)
+    git("commit", "-qm", "patched only", cwd=repo)
+    git("branch", "-D", "main", cwd=repo)
+    git("reflog", "expire", "--expire=now", "--all", cwd=repo)
+    reachable = git("rev-list", "--objects", "--all", "--reflog", "--indexed-objects", cwd=repo)
+    assert v0_blob not in reachable.stdout  # only the nested record names `base` now
+    before = store_objects(repo)
+    theta("gc", "--now", cwd=repo)
+    assert store_objects(repo) == before  # every object is still needed, the base included
+    assert {base, indices, values} <= store_objects(repo)
+    assert theta("fsck", "--no-values", cwd=repo).stdout.endswith(": ok\n")
+
+    object_path(repo, base).unlink()
+    bad = theta("fsck", "--no-values", cwd=repo, check=False)
+    assert bad.returncode == 1
+    assert bad.stdout.splitlines()[0] == (
+        f"m.safetensors (blob {blob[:10]}): parameter layer1.weight: object {base[:12]}: missing"
+    )
