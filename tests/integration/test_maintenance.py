@@ -233,3 +233,18 @@ def test_gc_and_fsck_follow_nested_chain_bases(repo: Path) -> None:
     assert bad.stdout.splitlines()[0] == (
         f"m.safetensors (blob {blob[:10]}): parameter layer1.weight: object {base[:12]}: missing"
     )
+
+
+def test_gc_keeps_what_another_worktrees_index_needs(repo: Path) -> None:
+    t = tensors()
+    save_file(t, str(repo / "m.safetensors"))
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v0", cwd=repo)
+    other = repo.parent / "other"
+    git("worktree", "add", "-q", str(other), "-b", "other", cwd=repo)
+    save_file(dict(t, **{"layer2.weight": t["layer2.weight"] * 3}), str(other / "m.safetensors"))
+    git("add", "m.safetensors", cwd=other)
+    staged = oid_of(other, ":m.safetensors", "layer2.weight")
+    theta("gc", "--now", cwd=repo)
+    assert staged in store_objects(repo)
+    assert theta("fsck", cwd=other).stdout.endswith(": ok\n")
