@@ -280,6 +280,12 @@ def _echo_json(obj: object) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+def _is_rev(arg: str) -> bool:
+    if Path(arg).exists():
+        return False
+    return any(git.rev_parse(r) is not None for r in arg.split("..") if r) or arg in ("..", "...")
+
+
 @main.command("diff")
 @click.argument("args", nargs=-1)
 @click.option("--cached", "--staged", "cached", is_flag=True, help="Compare the index with REV.")
@@ -294,11 +300,15 @@ def diff_cmd(args: tuple[str, ...], cached: bool, as_json: bool, patterns: tuple
 
     argv = list(args)
     if "--" in sys.argv[1:]:
-        # click drops the "--"; split revisions from paths the way git does
+        # click drops the "--"; what followed it in our own argv are the paths
         n_paths = len(sys.argv) - 1 - sys.argv.index("--")
         revs, paths = argv[: len(argv) - n_paths], argv[len(argv) - n_paths :]
     else:
-        revs, paths = argv, []
+        # as git does without "--": leading revisions, then paths
+        n_revs = 0
+        while n_revs < len(argv) and _is_rev(argv[n_revs]):
+            n_revs += 1
+        revs, paths = argv[:n_revs], argv[n_revs:]
     top = git.toplevel()
     store = open_store()
     diffs = versions.diff_revisions(

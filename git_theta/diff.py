@@ -29,10 +29,10 @@ import blake3
 import numpy as np
 
 from git_theta import dtypes, filters
-from git_theta.errors import GitThetaError
+from git_theta.errors import GitThetaError, ObjectCorruptError
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store
-from git_theta.updates.base import ValueSpec
+from git_theta.updates.base import ValueSpec, record_oids
 
 BLOCK_ELEMENTS = 1 << 20  # elements compared at a time (8 MiB of float64 per side)
 
@@ -181,9 +181,6 @@ class _Checked:
             self.n += len(block)
             yield block
         if self.n != self.e.nbytes or "blake3:" + self.hash.hexdigest() != self.e.hash:
-            from git_theta.errors import ObjectCorruptError
-            from git_theta.updates.base import record_oids
-
             oids = sorted(record_oids(self.e.record)) or ["0" * 64]
             raise ObjectCorruptError(
                 oids[0],

@@ -142,6 +142,8 @@ def test_theta_diff_json_revisions_patterns_and_dtype_change(two_versions) -> No
     assert theta("diff", "HEAD", cwd=repo).stdout == ""
     assert theta("diff", "HEAD~1", "--", "other.safetensors", cwd=repo).stdout == ""
     one = theta("diff", "HEAD~1", "--", "m.safetensors", cwd=repo).stdout
+    assert theta("diff", "HEAD~1", "m.safetensors", cwd=repo).stdout == one
+    assert theta("diff", "HEAD~1", "nothing.safetensors", cwd=repo).stdout == ""
     assert one.startswith("theta diff m.safetensors: 2 changed, 0 added, 0 removed, 3 unchanged")
 
 
