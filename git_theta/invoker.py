@@ -40,7 +40,12 @@ def _parent(pid: int) -> int | None:
 
 def git_subcommand(argv: list[str]) -> str | None:
     """`diff` for `git -C x --no-pager diff ...`; None if argv is not a git command."""
-    if not argv or os.path.basename(argv[0]) not in ("git", "git.exe"):
+    if not argv:
+        return None
+    prog = os.path.basename(argv[0]).removesuffix(".exe")
+    if prog.startswith("git-") and len(prog) > 4:  # the dashed form, git-core/git-diff
+        return prog[4:]
+    if prog != "git":
         return None
     i = 1
     while i < len(argv):

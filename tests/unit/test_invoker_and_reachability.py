@@ -17,6 +17,7 @@ from git_theta.reachability import FoundManifest
         (["/usr/bin/git", "-c", "a.b=c", "--no-pager", "-C", "x", "log", "-p"], "log"),
         (["git", "--git-dir", "d", "show"], "show"),
         (["git", "checkout", "main"], "checkout"),
+        (["/usr/lib/git-core/git-diff", "HEAD"], "diff"),
         (["python", "diff"], None),
         ([], None),
     ],
