@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from git_theta import __version__, attributes, filters, git, manifest, materialize
-from git_theta.errors import GitThetaError
+from git_theta.errors import GitThetaError, UnknownFormatError
 from git_theta.store import Store
 from git_theta.streams import ByteSource
 
@@ -339,7 +339,12 @@ def diff_driver(args: tuple[str, ...]) -> None:
     if len(args) < 7:
         raise GitThetaError(f"diff-driver expects 7 arguments from git, got {len(args)}")
     path, old_file, old_hex, _old_mode, new_file, new_hex, _new_mode = args[:7]
-    d = driver.external_diff(open_store(), path, old_file, old_hex, new_file, new_hex)
+    try:
+        d = driver.external_diff(open_store(), path, old_file, old_hex, new_file, new_hex)
+    except GitThetaError as exc:
+        # git stops the whole diff when an external command fails: say it here, go on
+        click.echo(f"theta diff {path}: cannot compare: {exc}")
+        return
     click.echo(diff.render(d), nl=False)
 
 
@@ -349,7 +354,18 @@ def textconv(file: str) -> None:
     """git's textconv (diff.theta.textconv): one line per parameter of FILE."""
     from git_theta import diff_driver as driver
 
-    for line in driver.textconv_lines(file):
+    try:
+        lines = driver.textconv_lines(file)
+    except UnknownFormatError as exc:
+        # not a checkpoint (committed before it was tracked): small files show as they are
+        if os.path.getsize(file) <= driver.TEXTCONV_RAW_LIMIT:
+            with open(file, "rb") as f:
+                sys.stdout.buffer.write(f.read())
+            return
+        lines = [f"(git-theta cannot list the parameters: {exc})"]
+    except GitThetaError as exc:  # a failing textconv would stop git's whole diff
+        lines = [f"(git-theta cannot list the parameters: {exc})"]
+    for line in lines:
         click.echo(line)
 
 

@@ -27,6 +27,7 @@ from git_theta.manifest import Manifest
 from git_theta.store import Store
 
 NULL_HEX = "0" * 40
+TEXTCONV_RAW_LIMIT = 1 << 20  # a non-checkpoint up to this size is shown as it is
 
 
 def _read_head(file: str, n: int = 64) -> bytes:

@@ -278,3 +278,25 @@ def test_index_stat_vouches_only_for_untouched_files(repo: Path) -> None:
     assert theta("status", cwd=repo).stdout == "1 tracked checkpoint unchanged\n"
     git("update-index", "--refresh", cwd=repo, check=False)
     assert IndexStat(repo, ["m.safetensors"]).clean("m.safetensors")
+
+
+def test_a_tracked_file_that_is_no_checkpoint_does_not_stop_the_diff(repo: Path) -> None:
+    """Raw text committed under a tracked pattern (e.g. before it was tracked)."""
+
+    def commit(text: bytes, value: float, message: str) -> None:
+        blob = git("hash-object", "-w", "--stdin", cwd=repo, input=text).stdout.strip()
+        git("update-index", "--add", "--cacheinfo", f"100644,{blob},notes.bin", cwd=repo)
+        save_file({"w": np.full(2, value, np.float32)}, str(repo / "a.safetensors"))
+        git("add", "a.safetensors", cwd=repo)
+        git("commit", "-qm", message, cwd=repo)
+
+    commit(b"plain text\n", 1.0, "one")
+    commit(b"changed text\n", 0.0, "two")
+    out = git("diff", "HEAD~1", "HEAD", cwd=repo).stdout.splitlines()
+    assert out[0] == "theta diff a.safetensors: 1 changed, 0 added, 0 removed, 0 unchanged"
+    assert out[1].startswith("  M w  F32 [2]  |d|=1.414  rel=1  max|d|=1  changed=100.00% (2/2)")
+    assert out[3].startswith(
+        "theta diff notes.bin: cannot compare: notes.bin: is not a checkpoint in any installed"
+    )
+    shown = git("show", "--format=%s", cwd=repo).stdout
+    assert "-plain text\n+changed text\n" in shown
