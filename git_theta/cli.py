@@ -472,6 +472,8 @@ def status_cmd(paths: tuple[str, ...]) -> None:
             )
         elif r.state == "deleted":
             click.echo(f"deleted:  {r.path}")
+        elif r.state == "unreadable":
+            click.echo(f"unreadable: {r.path}  ({r.error})")
         else:
             click.echo(f"new:      {r.path}  (not added yet)")
     clean = len(rows) - len(shown)

@@ -85,6 +85,7 @@ class FileDiff:
     unchanged: int
     old_exists: bool = True
     new_exists: bool = True
+    error: str | None = None  # the file could not be compared at all (then params is empty)
 
     def count(self, status: str) -> int:
         return sum(1 for p in self.params if p.status == status)
@@ -268,6 +269,8 @@ def _param_line(p: ParamDiff) -> str:
 
 def render(d: FileDiff) -> str:
     """The human summary printed by `git diff` (through the diff driver) and `git theta diff`."""
+    if d.error is not None:
+        return f"theta diff {d.path}: cannot compare: {d.error}\n"
     if not d.old_exists:
         state = " (new file)"
     elif not d.new_exists:
@@ -328,6 +331,7 @@ def to_json(d: FileDiff) -> dict[str, Any]:
         "path": d.path,
         "old_exists": d.old_exists,
         "new_exists": d.new_exists,
+        "error": d.error,
         "params": params,
         "totals": {
             "changed": d.count("changed"),

@@ -169,8 +169,12 @@ def diff_revisions(
             paths = index_paths(top, pathspecs)
         stat = IndexStat(top, paths)
         for path in paths:
-            old = manifest_at(f"{revs[0]}:{path}" if revs else f":{path}", top)
-            new = worktree_manifest(path, top, overlay, old, stat)
+            try:
+                old = manifest_at(f"{revs[0]}:{path}" if revs else f":{path}", top)
+                new = worktree_manifest(path, top, overlay, old, stat)
+            except GitThetaError as exc:
+                yield diff.FileDiff(path, (), 0, error=str(exc))
+                continue
             if old is None and new is None:
                 continue
             if old is not None and new is not None and old.render() == new.render():
@@ -227,11 +231,12 @@ def _diff_stored(
 @dataclass(frozen=True)
 class FileStatus:
     path: str
-    state: str  # "modified", "deleted", "new" (untracked checkpoint), "unchanged"
+    state: str  # "modified", "deleted", "new" (untracked), "unchanged", "unreadable"
     changed: int = 0
     added: int = 0
     removed: int = 0
     params: int = 0
+    error: str | None = None
 
 
 def status(store: Store, top: Path, pathspecs: Sequence[str] = ()) -> list[FileStatus]:
@@ -242,8 +247,12 @@ def status(store: Store, top: Path, pathspecs: Sequence[str] = ()) -> list[FileS
         paths = index_paths(top, pathspecs)
         stat = IndexStat(top, paths)
         for path in paths:
-            old = manifest_at(f":{path}", top)
-            new = worktree_manifest(path, top, overlay, old, stat)
+            try:
+                old = manifest_at(f":{path}", top)
+                new = worktree_manifest(path, top, overlay, old, stat)
+            except GitThetaError as exc:
+                out.append(FileStatus(path, "unreadable", error=str(exc)))
+                continue
             if new is None:
                 out.append(FileStatus(path, "deleted", params=len(old.entries) if old else 0))
                 continue

@@ -300,3 +300,9 @@ def test_a_tracked_file_that_is_no_checkpoint_does_not_stop_the_diff(repo: Path)
     )
     shown = git("show", "--format=%s", cwd=repo).stdout
     assert "-plain text\n+changed text\n" in shown
+    (repo / "notes.bin").write_bytes(b"changed text\n")  # the working tree, as committed
+    status = theta("status", cwd=repo).stdout.splitlines()
+    assert status[0] == "unreadable: notes.bin  (notes.bin: is not a checkpoint in any " + (
+        "installed format; formats installed: safetensors; or untrack it with `git theta untrack`)"
+    )
+    assert theta("diff", cwd=repo).stdout.startswith("theta diff notes.bin: cannot compare: ")
