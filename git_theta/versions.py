@@ -77,7 +77,9 @@ class IndexStat:
             self.index_mtime = index.stat().st_mtime_ns
         except OSError:
             return
-        out = git.run("ls-files", "--debug", "-z", "--", *paths, cwd=top)
+        # paths are exact names, not patterns; past a few hundred, listing all is cheaper
+        literal = list(paths) if len(paths) <= 256 else []
+        out = git.run("--literal-pathspecs", "ls-files", "--debug", "-z", "--", *literal, cwd=top)
         for m in _DEBUG_RE.finditer(out.decode("utf-8", "surrogateescape")):
             ctime = int(m[2]) * 10**9 + int(m[3])
             mtime = int(m[4]) * 10**9 + int(m[5])
