@@ -80,18 +80,40 @@ def file_change(
     )
 
 
-def _changed_paths(commit: str, top: Path, pathspecs: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(old blob, new blob, path) of files `commit` changed against its first parent."""
-    items = git.lines_z(
-        "diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--root",
-        "--diff-merges=first-parent", commit, "--", *pathspecs, cwd=top,
-    )  # fmt: skip
-    out = []
-    for i in range(0, len(items) - 1, 2):
-        meta = items[i].lstrip(":").split()
-        if len(meta) >= 4:
-            out.append((meta[2], meta[3], items[i + 1]))
-    return out
+@dataclass
+class _Raw:
+    commit: str
+    parents: list[str]
+    date: str
+    author: str
+    subject: str
+    changes: list[tuple[str, str, str]] = field(default_factory=list)  # old, new blob, path
+
+
+def _raw_log(top: Path, rev: str, pathspecs: Sequence[str]) -> Iterator[_Raw]:
+    """Commits of `git log REV -- PATHS`, each with the files it changed against its first
+    parent, from one `git log --raw -z` (no process per commit)."""
+    out = git.run(
+        "log", "-z", "--format=%x01%H%x1f%P%x1f%ad%x1f%an%x1f%s", "--date=short", "--raw",
+        "--no-abbrev", "--no-renames", "--diff-merges=first-parent", rev, "--", *pathspecs,
+        cwd=top,
+    ).decode("utf-8", "surrogateescape")  # fmt: skip
+    current: _Raw | None = None
+    tokens = iter(out.split("\0"))
+    for token in tokens:
+        token = token.lstrip("\n")
+        if token.startswith("\x01"):
+            if current is not None:
+                yield current
+            commit, parents, date, author, subject = token[1:].split("\x1f", 4)
+            current = _Raw(commit, parents.split(), date, author, subject)
+        elif token.startswith(":") and current is not None:
+            meta = token[1:].split()
+            path = next(tokens, "")
+            if len(meta) >= 4:
+                current.changes.append((meta[2], meta[3], path))
+    if current is not None:
+        yield current
 
 
 def _read(reader: git.BlobReader, blob: str, path: str) -> Manifest | None:
@@ -120,23 +142,19 @@ def log(
     """Commits reachable from `rev` (newest first) that changed a tracked checkpoint."""
     if git.rev_parse(rev, cwd=top) is None:
         return
-    fmt = "%H%x1f%P%x1f%ad%x1f%an%x1f%s"
-    args = ["log", "--date=short", f"--format={fmt}", rev]
-    lines = git.run(*args, "--", *pathspecs, cwd=top).decode("utf-8", "replace").splitlines()
     shown = 0
     with git.BlobReader(top) as reader:
-        for line in lines:
-            commit, parents, date, author, subject = line.split("\x1f", 4)
+        for raw in _raw_log(top, rev, pathspecs):
             files = []
-            for old_blob, new_blob, path in _changed_paths(commit, top, pathspecs):
+            for old_blob, new_blob, path in raw.changes:
                 old, new = _read(reader, old_blob, path), _read(reader, new_blob, path)
                 if old is None and new is None:
                     continue
-                others = [_read_at(reader, p, path) for p in parents.split()[1:]]
+                others = [_read_at(reader, p, path) for p in raw.parents[1:]]
                 known = [m for m in others if m is not None]
                 files.append(file_change(store, path, old, new, known))
             if files:
-                yield CommitChange(commit, date, author, subject, tuple(files))
+                yield CommitChange(raw.commit, raw.date, raw.author, raw.subject, tuple(files))
                 shown += 1
                 if max_count is not None and shown >= max_count:
                     return
