@@ -18,7 +18,7 @@ from pathlib import Path
 
 from git_theta import filters, manifest
 from git_theta.manifest import Manifest
-from git_theta.store import Store
+from git_theta.store import Store, StoredObject
 from git_theta.streams import ByteSource
 
 
@@ -35,6 +35,16 @@ class ScratchStore(Store):
     def _location(self, oid: str) -> Path:
         own = super()._location(oid)
         return own if own.is_file() else self.base._location(oid)
+
+    def recall(self, raw_hash: str, kind: str) -> StoredObject | None:
+        """A value the real store already holds (say, `git diff` just cleaned the file) is
+        found through its raw map and not encoded again."""
+        return super().recall(raw_hash, kind) or self.base.recall(raw_hash, kind)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """No staging: everything written here is thrown away with the scratch directory."""
+        yield self
 
 
 @contextlib.contextmanager
