@@ -15,8 +15,8 @@ from pathlib import Path
 
 from git_theta import diff, git, manifest
 from git_theta.errors import GitThetaError
-from git_theta.manifest import Manifest
-from git_theta.scratch import ScratchStore, clean_file, scratch
+from git_theta.manifest import Entry, Manifest
+from git_theta.scratch import ScratchStore, clean_file, hash_tensors, scratch
 from git_theta.store import Store
 from git_theta.updates.base import Record
 
@@ -241,35 +241,52 @@ class FileStatus:
     error: str | None = None
 
 
+def worktree_hashes(path: str, top: Path, stat: IndexStat | None = None) -> Manifest | None:
+    """Names, dtypes, shapes and content hashes of the working-tree file, as a manifest
+    whose records are placeholders: for comparisons by hash only. Nothing is stored."""
+    p = top / path
+    if not p.is_file():
+        return None
+    if stat is not None and stat.clean(path):
+        indexed = manifest_at(f":{path}", top)
+        if indexed is not None:
+            return indexed
+    with open(p, "rb") as f:
+        head = f.read(64)
+    if manifest.is_manifest(head):
+        return manifest.parse(p.read_bytes(), path)
+    tensors = hash_tensors(p, path)
+    entries = (Entry(t.name, t.dtype, t.shape, t.hash, {"type": "unstored"}) for t in tensors)
+    return Manifest("unknown", "0" * 64, 0, tuple(entries))
+
+
 def status(store: Store, top: Path, pathspecs: Sequence[str] = ()) -> list[FileStatus]:
-    """Each tracked checkpoint's state in the working tree against the index (nothing written:
-    the working tree is cleaned into a scratch overlay, compared by hash only)."""
+    """Each tracked checkpoint's state in the working tree against the index. Nothing is
+    written: files the index vouches for are not read, the others are only hashed."""
     out = []
-    with scratch(store) as overlay:
-        paths = index_paths(top, pathspecs)
-        stat = IndexStat(top, paths)
-        for path in paths:
-            try:
-                old = manifest_at(f":{path}", top)
-                new = worktree_manifest(path, top, overlay, old, stat)
-            except GitThetaError as exc:
-                out.append(FileStatus(path, "unreadable", error=str(exc)))
-                continue
-            if new is None:
-                out.append(FileStatus(path, "deleted", params=len(old.entries) if old else 0))
-                continue
-            d = diff.diff_manifests(path, old, new, overlay, figures=False)
-            state = "modified" if d.params else "unchanged"
-            out.append(
-                FileStatus(
-                    path,
-                    state,
-                    d.count("changed"),
-                    d.count("added"),
-                    d.count("removed"),
-                    len(new.entries),
-                )
+    paths = index_paths(top, pathspecs)
+    stat = IndexStat(top, paths)
+    for path in paths:
+        try:
+            old = manifest_at(f":{path}", top)
+            new = worktree_hashes(path, top, stat)
+        except GitThetaError as exc:
+            out.append(FileStatus(path, "unreadable", error=str(exc)))
+            continue
+        if new is None:
+            out.append(FileStatus(path, "deleted", params=len(old.entries) if old else 0))
+            continue
+        d = diff.diff_manifests(path, old, new, store, figures=False)
+        out.append(
+            FileStatus(
+                path,
+                "modified" if d.params else "unchanged",
+                d.count("changed"),
+                d.count("added"),
+                d.count("removed"),
+                len(new.entries),
             )
+        )
     others = git.lines_z(
         "ls-files", "-z", "--others", "--exclude-standard", "--", *pathspecs, cwd=top
     )
