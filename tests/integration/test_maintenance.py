@@ -248,3 +248,28 @@ def test_gc_keeps_what_another_worktrees_index_needs(repo: Path) -> None:
     theta("gc", "--now", cwd=repo)
     assert staged in store_objects(repo)
     assert theta("fsck", cwd=other).stdout.endswith(": ok\n")
+
+
+def test_reachability_api_for_push(repo: Path) -> None:
+    """The walk the transfer code reuses: manifests in a range of commits."""
+    from git_theta import reachability
+
+    t = tensors()
+    save_file(t, str(repo / "m.safetensors"))
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v0", cwd=repo)
+    git("tag", "v0", cwd=repo)
+    save_file(dict(t, **{"layer0.weight": t["layer0.weight"] * 2}), str(repo / "m.safetensors"))
+    git("commit", "-qam", "v1", cwd=repo)
+    blob0 = git("rev-parse", "v0:m.safetensors", cwd=repo).stdout.strip()
+    blob1 = git("rev-parse", "HEAD:m.safetensors", cwd=repo).stdout.strip()
+    everything = list(reachability.manifest_blobs(["HEAD"], cwd=repo))
+    assert sorted(f.blob for f in everything) == sorted([blob0, blob1])
+    assert {f.path for f in everything} == {"m.safetensors"}
+    (new,) = reachability.manifest_blobs(["HEAD", "^v0"], cwd=repo)
+    assert new.blob == blob1 and new.manifest is not None
+    head = git("rev-parse", "HEAD", cwd=repo).stdout.strip()
+    v0 = git("rev-parse", "v0", cwd=repo).stdout.strip()
+    found = list(reachability.manifests_in_commits([head, v0], cwd=repo))
+    assert [(c, p) for c, p, _ in found] == [(head, "m.safetensors"), (v0, "m.safetensors")]
+    assert oid_of(repo, "HEAD:m.safetensors", "layer0.weight") in found[0][2].oids()
