@@ -302,8 +302,13 @@ def _entry_json(e: Entry | None) -> dict[str, Any] | None:
     return {"dtype": e.dtype, "shape": list(e.shape), "hash": e.hash, "record": e.record["type"]}
 
 
+def _finite(x: float | None) -> float | None:
+    """JSON has no NaN or infinity: those become null (as does an undefined `rel`)."""
+    return x if x is not None and math.isfinite(x) else None
+
+
 def to_json(d: FileDiff) -> dict[str, Any]:
-    """A JSON-ready form of `d` (stable keys, for scripts)."""
+    """A JSON-ready form of `d` (stable keys, for scripts); non-finite figures are null."""
     params = []
     for p in d.params:
         item: dict[str, Any] = {
@@ -318,9 +323,9 @@ def to_json(d: FileDiff) -> dict[str, Any]:
             f = p.figures
             item.update(
                 numel=f.numel,
-                l2=f.l2,
-                rel=f.rel,
-                max_abs=f.max_abs,
+                l2=_finite(f.l2),
+                rel=_finite(f.rel),
+                max_abs=_finite(f.max_abs),
                 changed=f.changed,
                 changed_frac=f.changed_frac,
             )
@@ -338,7 +343,7 @@ def to_json(d: FileDiff) -> dict[str, Any]:
             "added": d.count("added"),
             "removed": d.count("removed"),
             "unchanged": d.unchanged,
-            "l2": d.l2,
+            "l2": _finite(d.l2),
             "changed_elements": d.changed_elements,
             "compared_elements": d.compared_elements,
             "errors": d.errors,

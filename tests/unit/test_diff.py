@@ -62,6 +62,10 @@ def test_nan_against_nan_is_unchanged_and_dtype_change_compares_values(store: St
         store, put(store, "v", new, "F32"), store, put(store, "v", np.ones(4), "F32"), "m"
     )
     assert np.isnan(one_sided.l2) and np.isnan(one_sided.max_abs) and one_sided.changed == 3
+    a, b = put(store, "n", new, "F32"), put(store, "n", np.ones(4), "F32")
+    j = diff.to_json(diff.diff_manifests("m", manifest_of(a), manifest_of(b), store))
+    assert j["params"][0]["l2"] is None and j["params"][0]["changed"] == 3
+    assert j["totals"]["l2"] is None
     zero = diff.compare_values(
         store,
         put(store, "z", np.zeros(3), "F32"),
