@@ -192,6 +192,10 @@ def manifest_entries(repo: Path, spec: str) -> dict[str, dict]:
     return {e["name"]: e for e in map(json.loads, lines)}
 
 
+def own_oids(record: dict) -> list[str]:
+    return [v for k, v in record.items() if k == "oid" or k.endswith("_oid")]
+
+
 def test_log_counts_storage_and_bytes(two_versions) -> None:
     repo, _, v1 = two_versions
     git("commit", "-qam", "v1", cwd=repo)
@@ -205,20 +209,39 @@ def test_log_counts_storage_and_bytes(two_versions) -> None:
     assert [c["subject"] for c in log] == ["v2", "v1", "v0"]
     (v2_files,), (v1_files,), (v0_files,) = (c["files"] for c in log)
     assert (v2_files["changed"], v2_files["added"], v2_files["removed"]) == (1, 0, 0)
-    assert v2_files["stored_as"] == {"dense": 1}
-    oid = manifest_entries(repo, "HEAD:m.safetensors")["layer3.weight"]["record"]["oid"]
-    # same names, shapes and dtypes: the skeleton is unchanged, the new value is all it adds
-    assert v2_files["new_objects"] == 1
-    assert v2_files["new_bytes"] == stored_size(repo, oid)
+    rec = manifest_entries(repo, "HEAD:m.safetensors")["layer3.weight"]["record"]
+    # clean chose a patch against the previous value (x2 is a cheap XOR delta): a chain
+    assert rec["type"] != "dense" and rec["base"]["type"] == "dense"
+    assert v2_files["stored_as"] == {rec["type"]: 1}
+    # same names, shapes and dtypes: the skeleton is unchanged; the base is not new either
+    new = own_oids(rec)
+    assert v2_files["new_objects"] == len(new)
+    assert v2_files["new_bytes"] == sum(stored_size(repo, o) for o in new)
     assert (v1_files["changed"], v1_files["added"], v1_files["removed"]) == (1, 1, 1)
-    assert v1_files["stored_as"] == {"dense": 2}
-    assert v1_files["new_objects"] == 3  # layer1, new.bias, the new skeleton
+    v1_entries = manifest_entries(repo, "HEAD~1:m.safetensors")
+    kinds: dict[str, int] = {}
+    for name in ("layer1.weight", "new.bias"):
+        kind = v1_entries[name]["record"]["type"]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    assert v1_files["stored_as"] == dict(sorted(kinds.items()))
+    v1_new = own_oids(v1_entries["layer1.weight"]["record"]) + own_oids(
+        v1_entries["new.bias"]["record"]
+    )
+    assert v1_files["new_objects"] == len(v1_new) + 1  # and the new skeleton
     assert (v0_files["added"], v0_files["new_objects"]) == (5, 6)
     text = theta("log", "-n", "1", cwd=repo).stdout.splitlines()
+    size = sum(stored_size(repo, o) for o in new)
+    shown = f"{size} B" if size < 1000 else f"{size / 1000:.1f} KB"
     assert text[1] == (
-        f"    m.safetensors: 1 changed, 0 added, 0 removed; stored as dense 1; "
-        f"{stored_size(repo, oid) / 1000:.1f} KB in 1 new objects"
+        f"    m.safetensors: 1 changed, 0 added, 0 removed; stored as {rec['type']} 1; "
+        f"{shown} in {len(new)} new objects"
     )
+    row = next(
+        line
+        for line in theta("show", "HEAD:m.safetensors", cwd=repo).stdout.splitlines()
+        if line.split()[0] == "layer3.weight"
+    )
+    assert row.split()[3:6] == [rec["type"], "(chain", "1)"]
 
 
 def test_ls_files_and_show(two_versions) -> None:

@@ -147,9 +147,17 @@ def test_gc_removes_stale_temp_files_and_prunes_the_rawmap(repo: Path) -> None:
     save_file(t, str(repo / "m.safetensors"))
     git("add", "m.safetensors", cwd=repo)
     git("commit", "-qm", "v0", cwd=repo)
-    t["layer0.weight"] = t["layer0.weight"] * 2
+    # fresh random values: no patch against the old ones is smaller, so a dense object
+    # (with its raw-map line) is stored
+    t["layer0.weight"] = tensors(seed=7)["layer0.weight"]
     save_file(t, str(repo / "m.safetensors"))
     git("commit", "-qam", "v1", cwd=repo)
+    (line,) = [
+        x
+        for x in git("cat-file", "-p", "HEAD:m.safetensors", cwd=repo).stdout.splitlines()
+        if x.startswith('{"name":"layer0.weight"')
+    ]
+    assert json.loads(line)["record"]["type"] == "dense"
     needed = oid_of(repo, "HEAD~1:m.safetensors", "layer0.weight")
     gone = oid_of(repo, "HEAD:m.safetensors", "layer0.weight")
     git("reset", "-q", "--hard", "HEAD~1", cwd=repo)
