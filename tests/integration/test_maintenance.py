@@ -281,3 +281,43 @@ def test_reachability_api_for_push(repo: Path) -> None:
     found = list(reachability.manifests_in_commits([head, v0], cwd=repo))
     assert [(c, p) for c, p, _ in found] == [(head, "m.safetensors"), (v0, "m.safetensors")]
     assert oid_of(repo, "HEAD:m.safetensors", "layer0.weight") in found[0][2].oids()
+
+
+def test_gc_keeps_the_base_of_a_real_patch_chain_after_history_is_squashed(repo: Path) -> None:
+    """clean stores `layer3 * 2` as a patch on the old value; squash the history so only
+    the patched manifest remains, and gc must still keep the base it is built on."""
+    from safetensors.numpy import load_file
+
+    t = tensors()
+    save_file(t, str(repo / "m.safetensors"))
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v0", cwd=repo)
+    base = oid_of(repo, "HEAD:m.safetensors", "layer3.weight")
+    t["layer3.weight"] = t["layer3.weight"] * 2
+    save_file(t, str(repo / "m.safetensors"))
+    git("commit", "-qam", "v1", cwd=repo)
+    entries = {
+        e["name"]: e
+        for e in map(
+            json.loads,
+            git("cat-file", "-p", "HEAD:m.safetensors", cwd=repo).stdout.splitlines()[3:],
+        )
+    }
+    patch = entries["layer3.weight"]["record"]
+    assert patch["type"] != "dense" and patch["base"] == {
+        "type": "dense",
+        "oid": base,
+        "size": object_path(repo, base).stat().st_size,
+    }
+    git("checkout", "-q", "--orphan", "squashed", cwd=repo)
+    git("commit", "-qm", "v1 alone", cwd=repo)
+    git("branch", "-D", "main", cwd=repo)
+    git("reflog", "expire", "--expire=now", "--all", cwd=repo)
+    theta("gc", "--now", cwd=repo)
+    assert base in store_objects(repo)
+    assert theta("fsck", cwd=repo).stdout.endswith(": ok\n")
+    (repo / "m.safetensors").unlink()
+    git("checkout", "--", "m.safetensors", cwd=repo)
+    np.testing.assert_array_equal(
+        load_file(str(repo / "m.safetensors"))["layer3.weight"], t["layer3.weight"]
+    )
