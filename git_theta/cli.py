@@ -487,7 +487,7 @@ def show_cmd(spec: str, as_json: bool) -> None:
         shape = "[" + ",".join(map(str, r.shape)) + "]"
         kind = r.record + (f" (chain {r.depth})" if r.depth else "")
         stored = _human(r.stored_bytes) if r.stored_bytes is not None else "missing"
-        click.echo(f"  {r.name:<{width}}  {r.dtype:<5} {shape:<14} {kind:<10} {stored:>9}")
+        click.echo(f"  {r.name:<{width}}  {r.dtype:<5} {shape:<14} {kind:<16} {stored:>9}")
 
 
 @main.command("status")
