@@ -65,8 +65,10 @@ def poll():
     while not done.is_set():
         for p in me.children(recursive=True):
             try:
-                if is_filter(p.cmdline()):
-                    peak["filter"] = max(peak["filter"], p.memory_info().rss)
+                cmd, rss = p.cmdline(), p.memory_info().rss
+                # a pid that exited may be reused by another process: check it is the same one
+                if is_filter(cmd) and p.is_running():
+                    peak["filter"] = max(peak["filter"], rss)
             except psutil.Error:
                 pass
         time.sleep(0.02)
