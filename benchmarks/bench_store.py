@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +83,9 @@ for cmd in cmds:
 wall = time.perf_counter() - start
 done.set()
 t.join()
-tree = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-print(json.dumps({"wall": wall, "tree_rss": tree, "filter_rss": peak["filter"]}))
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
+                  "tree_rss": ru.ru_maxrss * 1024, "filter_rss": peak["filter"]}))
 """
 
 
@@ -162,7 +163,8 @@ def gpt2_small(dtype: str, seed: int = 0) -> Model:
         t[p + "mlp.c_proj.bias"] = normal(d)
     t["ln_f.weight"] = normal(d, std=0.05, mean=1.0)
     t["ln_f.bias"] = normal(d)
-    return Model(f"GPT-2-small {dtype.lower()}", t, dtype, {"format": "pt"})
+    label = {"F32": "fp32", "BF16": "bf16"}[dtype]
+    return Model(f"GPT-2-small {label}", t, dtype, {"format": "pt"})
 
 
 def perturb(a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -234,6 +236,7 @@ def write_versions(model: Model, where: Path) -> tuple[list[Path], float]:
 @dataclass
 class Measure:
     wall: float
+    cpu: float
     tree_rss: int
     filter_rss: int
     git_growth: int | None = None
@@ -310,7 +313,7 @@ class Sandbox:
         if proc.returncode:
             raise SystemExit(f"{self.tool}: measuring {cmds} failed:\n{proc.stderr}")
         r = json.loads(proc.stdout)
-        return Measure(r["wall"], r["tree_rss"], r["filter_rss"])
+        return Measure(r["wall"], r["cpu"], r["tree_rss"], r["filter_rss"])
 
 
 # -- the sequence -----------------------------------------------------------------------------
@@ -326,41 +329,53 @@ STEPS = (
 
 @dataclass
 class ModelResult:
-    model: Model
+    model: str
+    dtype: str
+    largest_tensor_bytes: int
     fraction: float
     file_bytes: int
     rows: dict[tuple[str, str], Measure] = field(default_factory=dict)
 
 
-def run_tool(tool: str, versions: list[Path], base: Path) -> Iterator[tuple[str, Measure]]:
-    box = Sandbox(tool, base)
-    box.setup()
-    target = box.repo / FILE
-    commits = []
-    for (label, _kind), src in zip(STEPS[:3], versions, strict=True):
-        shutil.copyfile(src, target)
-        before = git_dir_bytes(box.repo)
-        m = box.measure(["git", "add", FILE], ["git", "commit", "-qm", label])
-        m.git_growth = git_dir_bytes(box.repo) - before
-        commits.append(box.run("git", "rev-parse", "HEAD"))
-        yield label, m
-    target.unlink()
-    m = box.measure(["git", "checkout", "--", FILE])
-    _same_file(target, versions[2], tool)
-    yield STEPS[3][0], m
-    m = box.measure(["git", "checkout", "-q", commits[1]])
-    _same_file(target, versions[1], tool)
-    yield STEPS[4][0], m
-    status = box.run("git", "status", "--porcelain")
-    if status:
-        raise SystemExit(f"{tool}: working tree not clean after checkout:\n{status}")
-    shutil.rmtree(box.repo)
-    shutil.rmtree(box.home)
+class Run:
+    """One tool's pass through the sequence, one step at a time."""
 
+    def __init__(self, tool: str, versions: list[Path], base: Path) -> None:
+        self.tool = tool
+        self.versions = versions
+        self.box = Sandbox(tool, base)
+        self.box.setup()
+        self.target = self.box.repo / FILE
+        self.commits: list[str] = []
 
-def _same_file(a: Path, b: Path, tool: str) -> None:
-    if a.stat().st_size != b.stat().st_size or not _equal(a, b):
-        raise SystemExit(f"{tool}: checkout did not give back the committed file")
+    def step(self, index: int) -> Measure:
+        box = self.box
+        if index < 3:
+            shutil.copyfile(self.versions[index], self.target)
+            before = git_dir_bytes(box.repo)
+            m = box.measure(["git", "add", FILE], ["git", "commit", "-qm", STEPS[index][0]])
+            m.git_growth = git_dir_bytes(box.repo) - before
+            self.commits.append(box.run("git", "rev-parse", "HEAD"))
+            return m
+        if index == 3:
+            self.target.unlink()
+            m = box.measure(["git", "checkout", "--", FILE])
+            self.check(self.versions[2])
+            return m
+        m = box.measure(["git", "checkout", "-q", self.commits[1]])
+        self.check(self.versions[1])
+        status = box.run("git", "status", "--porcelain")
+        if status:
+            raise SystemExit(f"{self.tool}: working tree not clean after checkout:\n{status}")
+        return m
+
+    def check(self, want: Path) -> None:
+        if self.target.stat().st_size != want.stat().st_size or not _equal(self.target, want):
+            raise SystemExit(f"{self.tool}: checkout did not give back the committed file")
+
+    def close(self) -> None:
+        shutil.rmtree(self.box.repo)
+        shutil.rmtree(self.box.home)
 
 
 def _equal(a: Path, b: Path) -> bool:
@@ -373,7 +388,27 @@ def _equal(a: Path, b: Path) -> bool:
                 return True
 
 
-def bench_model(make: Callable[[], Model], work: Path, log: Callable[[str], None]) -> ModelResult:
+def median(ms: list[Measure]) -> Measure:
+    """Per field, the median over repeats (the middle run of an odd count)."""
+
+    def mid(values: list[float]) -> float:
+        v = sorted(values)
+        n = len(v)
+        return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+    growth = [m.git_growth for m in ms if m.git_growth is not None]
+    return Measure(
+        wall=mid([m.wall for m in ms]),
+        cpu=mid([m.cpu for m in ms]),
+        tree_rss=int(mid([m.tree_rss for m in ms])),
+        filter_rss=int(mid([m.filter_rss for m in ms])),
+        git_growth=int(mid([float(g) for g in growth])) if growth else None,
+    )
+
+
+def bench_model(
+    make: Callable[[], Model], work: Path, repeat: int, log: Callable[[str], None]
+) -> ModelResult:
     model = make()
     where = work / model.name.replace(" ", "_")
     where.mkdir(parents=True)
@@ -385,16 +420,28 @@ def bench_model(make: Callable[[], Model], work: Path, log: Callable[[str], None
         f"{fraction:.1%} of parameters in v2's changed tensors "
         f"(versions written in {time.perf_counter() - t0:.1f} s)"
     )
-    res = ModelResult(model, fraction, versions[0].stat().st_size)
-    model.tensors = {k: v[:0] for k, v in model.tensors.items()}  # free the arrays, keep sizes
-    for tool in TOOLS:
-        for label, m in run_tool(tool, versions, where):
-            res.rows[(label, tool)] = m
-            growth = "" if m.git_growth is None else f", .git +{m.git_growth / MB:.1f} MB"
-            log(
-                f"  {TOOL_NAMES[tool]:<9} {label:<26} {m.wall:6.2f} s, "
-                f"rss {m.tree_rss / MB:.0f} MB (filter {m.filter_rss / MB:.0f} MB){growth}"
-            )
+    res = ModelResult(
+        model.name, model.dtype, model.largest_tensor_bytes, fraction, versions[0].stat().st_size
+    )
+    del model  # the arrays are on disk now
+    samples: dict[tuple[str, str], list[Measure]] = {}
+    for r in range(repeat):
+        runs = {tool: Run(tool, versions, where / f"run{r}") for tool in TOOLS}
+        for i, (label, _kind) in enumerate(STEPS):
+            # tools take turns step by step, in a rotating order, so that a burst of load on
+            # the shared machine does not fall on one tool's whole sequence
+            k = (i + r) % len(TOOLS)
+            for tool in TOOLS[k:] + TOOLS[:k]:
+                m = runs[tool].step(i)
+                samples.setdefault((label, tool), []).append(m)
+                growth = "" if m.git_growth is None else f", .git +{m.git_growth / MB:.1f} MB"
+                log(
+                    f"  {TOOL_NAMES[tool]:<9} {label:<26} {m.wall:6.2f} s (cpu {m.cpu:5.2f} s), "
+                    f"rss {m.tree_rss / MB:.0f} MB (filter {m.filter_rss / MB:.0f} MB){growth}"
+                )
+        for run in runs.values():
+            run.close()
+    res.rows = {key: median(ms) for key, ms in samples.items()}
     shutil.rmtree(where)
     return res
 
@@ -408,10 +455,10 @@ def ratio(a: float, b: float) -> str:
 
 def table(results: list[ModelResult]) -> str:
     head = (
-        "| model | step | tool | time (s) | time vs LFS | peak RSS tree / filter (MB) "
+        "| model | step | tool | time (s) | time vs LFS | CPU (s) | peak RSS any / filter (MB) "
         "| .git growth (MB) | bytes vs LFS |"
     )
-    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for res in results:
         for label, kind in STEPS:
             lfs = res.rows[(label, "lfs")]
@@ -423,9 +470,9 @@ def table(results: list[ModelResult]) -> str:
                     bytes_ratio = ratio(m.git_growth, lfs.git_growth)
                 filt = f"{m.filter_rss / MB:.0f}" if m.filter_rss else "-"
                 lines.append(
-                    f"| {res.model.name} | {label} | {TOOL_NAMES[tool]} | {m.wall:.2f} "
-                    f"| {ratio(m.wall, lfs.wall)} | {m.tree_rss / MB:.0f} / {filt} "
-                    f"| {growth} | {bytes_ratio} |"
+                    f"| {res.model} | {label} | {TOOL_NAMES[tool]} | {m.wall:.2f} "
+                    f"| {ratio(m.wall, lfs.wall)} | {m.cpu:.2f} "
+                    f"| {m.tree_rss / MB:.0f} / {filt} | {growth} | {bytes_ratio} |"
                 )
     return "\n".join(lines)
 
@@ -444,7 +491,7 @@ class Target:
 def targets(results: list[ModelResult]) -> list[Target]:
     out: list[Target] = []
     for res in results:
-        name = res.model.name
+        name = res.model
         r = res.rows
 
         def bytes_x(label: str, r: dict[tuple[str, str], Measure] = r) -> float:
@@ -456,7 +503,7 @@ def targets(results: list[ModelResult]) -> list[Target]:
             return r[(label, "theta")].wall / r[(label, "lfs")].wall
 
         first = STEPS[0][0]
-        limit = 0.85 if res.model.dtype == "F32" else 0.70
+        limit = 0.85 if res.dtype == "F32" else 0.70
         out.append(
             Target(
                 f"{name}: first version stored",
@@ -499,7 +546,7 @@ def targets(results: list[ModelResult]) -> list[Target]:
                     time_x(label) <= 1.0,
                 )
             )
-        limit_b = 2 * res.model.largest_tensor_bytes + 300 * MB
+        limit_b = 2 * res.largest_tensor_bytes + 300 * MB
         filt = max(m.filter_rss for (_l, tool), m in r.items() if tool == "theta")
         tree = max(m.tree_rss for (_l, tool), m in r.items() if tool == "theta")
         out.append(
@@ -521,17 +568,19 @@ def targets(results: list[ModelResult]) -> list[Target]:
     return out
 
 
-def report(results: list[ModelResult], command: str, elapsed: float) -> str:
+def report(results: list[ModelResult], command: str, elapsed: float, repeat: int) -> str:
     git_v = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
     lfs_v = subprocess.run(["git", "lfs", "version"], capture_output=True, text=True).stdout
     parts = [
-        f"Command: `{command}` ({elapsed / 60:.1f} min, one run)",
+        f"Command: `{command}` ({elapsed / 60:.1f} min; "
+        + ("one run" if repeat == 1 else f"median of {repeat} runs per row")
+        + f"; load average at the end {os.getloadavg()[0]:.1f})",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {git_v}, {lfs_v.split()[0] if lfs_v else 'no git-lfs'}.",
         "",
         "Versions: v1 first; v2 = "
-        + ", ".join(f"{r.fraction:.1%} ({r.model.name})" for r in results)
+        + ", ".join(f"{r.fraction:.1%} ({r.model})" for r in results)
         + " of the parameters changed as whole tensors (fixed seed); v3 = every parameter "
         "times (1 + 1e-3 N(0,1)). Checkout rows start from v3.",
         "",
@@ -550,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="MiniLM only")
     ap.add_argument("--out", type=Path, help="also write the report (markdown) here")
     ap.add_argument("--workdir", type=Path, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per model; rows show medians")
     args = ap.parse_args(argv)
     if shutil.which("git-lfs") is None:
         raise SystemExit("git-lfs is not installed: run `make system-deps` (Debian's git-lfs)")
@@ -563,11 +613,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-store-", dir=args.workdir))
     start = time.perf_counter()
     try:
-        results = [bench_model(make, work, log) for make in makers]
+        results = [bench_model(make, work, args.repeat, log) for make in makers]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cmd = "python benchmarks/bench_store.py" + (" --quick" if args.quick else "")
-    text = report(results, cmd, time.perf_counter() - start)
+    if args.repeat != 1:
+        cmd += f" --repeat {args.repeat}"
+    text = report(results, cmd, time.perf_counter() - start, args.repeat)
     print(text)
     if args.out:
         args.out.write_text(text)
