@@ -7,7 +7,9 @@ process (filter_process.py) and the single-shot commands (cli.py) only feed them
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import cache
 
 import blake3
 
@@ -22,6 +24,7 @@ from git_theta.updates.base import Record, UpdateType, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
 
 SNIFF_BYTES = 4096
+AHEAD = 2  # values whose objects are verified ahead of the one being written
 MAX_MANIFEST = 1 << 30
 
 # progress(path, done_bytes, total_bytes or None)
@@ -95,22 +98,37 @@ def clean(
     entries: list[Entry] = []
     skeleton: bytes | None = None
     before = previous.by_name() if previous is not None else {}
-    with store.transaction() as txn:
-        for part in fmt.split(src, path):
-            if isinstance(part, SkeletonPart):
-                skeleton = part.data
-                continue
-            spec, data = part.spec, part.data
-            h = raw_hash(data)
-            old = before.get(spec.name)
-            if old is not None and (old.hash, old.dtype, old.shape) == (h, spec.dtype, spec.shape):
-                entries.append(old)
-            else:
-                record = choose.store_changed(txn, data, spec, h, old, st)
-                entries.append(Entry(spec.name, spec.dtype, spec.shape, h, record))
-            st.params += 1
-            st.bytes_in += len(data)
+    # With a double-buffered format, tensor i is hashed and encoded on a worker thread while
+    # the loop reads tensor i+1 from git's pipe; at most one tensor is in flight.
+    worker = _tensor_worker() if fmt.double_buffered else None
+    pending: Future[Entry] | None = None
+
+    def finish_pending() -> None:
+        nonlocal pending
+        if pending is not None:
+            entries.append(pending.result())
+            pending = None
             progress(label, st.bytes_in, total)
+
+    with store.transaction() as txn:
+        try:
+            for part in fmt.split(src, path):
+                if isinstance(part, SkeletonPart):
+                    skeleton = part.data
+                    continue
+                st.params += 1
+                st.bytes_in += len(part.data)
+                if worker is None:
+                    entries.append(_clean_tensor(txn, part.spec, part.data, before, st))
+                    progress(label, st.bytes_in, total)
+                    continue
+                job = worker.submit(_clean_tensor, txn, part.spec, part.data, before, st)
+                finish_pending()
+                pending = job
+            finish_pending()
+        finally:
+            if pending is not None:  # an error upstream: let the worker stop before rollback
+                wait([pending])
         if skeleton is None:
             raise CheckpointError(path, f"format {fmt.name} produced no skeleton (plugin bug)")
         skel_obj = _store_blob(txn, skeleton)
@@ -119,6 +137,24 @@ def clean(
     if len(set(names)) != len(names):
         raise CheckpointError(path, "two tensors share one name")
     return m.render()
+
+
+@cache
+def _tensor_worker() -> ThreadPoolExecutor:
+    # separate from parallel.pool(): the job waits on chunk jobs that run in that pool
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="git-theta-clean")
+
+
+def _clean_tensor(
+    txn: Store, spec: TensorSpec, data: memoryview, before: Mapping[str, Entry], st: CleanStats
+) -> Entry:
+    """The manifest entry of one tensor: the indexed one if unchanged, else newly stored."""
+    h = raw_hash(data)
+    old = before.get(spec.name)
+    if old is not None and (old.hash, old.dtype, old.shape) == (h, spec.dtype, spec.shape):
+        return old
+    record = choose.store_changed(txn, data, spec, h, old, st)
+    return Entry(spec.name, spec.dtype, spec.shape, h, record)
 
 
 def _store_dense(txn: Store, data: memoryview, spec: TensorSpec, h: str, st: CleanStats) -> Record:
@@ -160,6 +196,8 @@ class StorePayloads:
         self.progress = progress
         self.done = 0
         self.total = sum(e.nbytes for e in m.entries)
+        self.order: list[str] = []
+        self.position: dict[str, int] = {}
 
     def _entry(self, name: str) -> Entry:
         try:
@@ -170,7 +208,18 @@ class StorePayloads:
             ) from None
 
     def prefetch(self, names: Sequence[str]) -> None:
-        pass
+        self.order = list(names)
+        self.position = {n: i for i, n in enumerate(self.order)}
+
+    def _verify_next(self, name: str) -> None:
+        """Have the pool verify the objects of the values after `name` while it decodes."""
+        i = self.position.get(name)
+        if i is None:
+            return
+        for nxt in self.order[i + 1 : i + 1 + AHEAD]:
+            e = self.entries.get(nxt)
+            if e is not None:
+                self.store.verify_ahead(sorted(_oids(e.record)))
 
     def spec(self, e: Entry) -> ValueSpec:
         return ValueSpec(e.name, e.dtype, e.shape, self.path)
@@ -180,6 +229,7 @@ class StorePayloads:
 
     def write(self, name: str, out: Sink) -> None:
         e = self._entry(name)
+        self._verify_next(name)
         h = blake3.blake3(max_threads=blake3.blake3.AUTO if e.nbytes > (4 << 20) else 1)
         n = 0
         for chunk in self.chunks(e):

@@ -63,6 +63,10 @@ class Payloads(Protocol):
 
 class CheckpointFormat(ABC):
     name: ClassVar[str]
+    # True when a TensorPart's data stays valid until the part after next is requested
+    # (streams.ReusableBuffer gives this): clean then encodes one tensor while the next is
+    # read. False: the data is valid only until the next part, and clean goes one by one.
+    double_buffered: ClassVar[bool] = False
 
     @abstractmethod
     def sniff(self, head: bytes) -> bool:

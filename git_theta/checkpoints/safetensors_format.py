@@ -93,6 +93,7 @@ def parse_header(raw: bytes, path: str | None) -> list[tuple[int, int, TensorSpe
 
 class SafetensorsFormat(CheckpointFormat):
     name = "safetensors"
+    double_buffered = True
 
     def sniff(self, head: bytes) -> bool:
         if len(head) < 9:
