@@ -192,3 +192,14 @@ def credential(
             k, v = line.split("=", 1)
             answer[k] = v
     return answer
+
+
+def ls_files(cwd: str | Path | None = None) -> list[str]:
+    """Paths of the files in the index, relative to the top of the working tree."""
+    out = run("ls-files", "-z", "--full-name", cwd=cwd)
+    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+
+
+def refresh_index(cwd: str | Path | None = None) -> None:
+    """`git update-index -q --refresh`: re-stat files rewritten behind git's back."""
+    run("update-index", "-q", "--refresh", cwd=cwd, check=False)
