@@ -380,5 +380,6 @@ def pull(remote: str | None) -> None:
     store = open_store(repo)
     out = sync.fetch(target, ["HEAD"], store, TransferProgress(f"downloading from {target.label}"))
     _outcome("downloaded from", target, out)
-    for path in sync.materialize(repo, store):
+    os.environ.pop("GIT_THETA_SKIP_SMUDGE", None)  # pull asks for checkpoints, not manifests
+    for path in sync.materialize(repo):
         click.echo(f"checked out {path}")

@@ -200,6 +200,33 @@ def ls_files(cwd: str | Path | None = None) -> list[str]:
     return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
 
 
-def refresh_index(cwd: str | Path | None = None) -> None:
-    """`git update-index -q --refresh`: re-stat files rewritten behind git's back."""
-    run("update-index", "-q", "--refresh", cwd=cwd, check=False)
+def checkout_paths(paths: list[str], cwd: str | Path | None = None) -> None:
+    """`git checkout -- PATHS` (each taken literally), through git's own filters."""
+    if paths:
+        spec = b"\0".join(f":(literal){p}".encode("utf-8", "surrogateescape") for p in paths)
+        run("checkout", "--pathspec-from-file=-", "--pathspec-file-nul", "--", cwd=cwd, input=spec)
+
+
+# what git exports to hooks and filters about *this* repository; a command about another
+# repository (a path remote) must not inherit it, or it would answer about this one
+_REPO_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_COMMON_DIR",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_PREFIX",
+)
+
+
+def foreign_common_dir(path: str | Path) -> Path:
+    """The common git dir of the repository at `path` (bare or not), never of ours."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+    proc = subprocess.run(
+        ["git", "rev-parse", "--git-common-dir"], cwd=path, capture_output=True, env=env
+    )
+    if proc.returncode != 0:
+        raise NotARepositoryError(str(path))
+    p = Path(proc.stdout.decode().strip())
+    return (p if p.is_absolute() else Path(path) / p).resolve()

@@ -59,7 +59,7 @@ def remote_store(remote: Remote) -> Store:
             hint="check `git remote -v`",
         )
     try:
-        common = git.common_dir(path)
+        common = git.foreign_common_dir(path)
     except GitThetaError:
         raise TransferError(f"remote {remote.label}: {path} is not a git repository") from None
     return Store(common / "theta")

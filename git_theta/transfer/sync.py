@@ -7,14 +7,11 @@ one HTTP session and one set of credentials.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from git_theta import filters, git, manifest
+from git_theta import git, manifest
 from git_theta.errors import GitThetaError, TransferError
 from git_theta.store import Store
 from git_theta.transfer import base, walk
@@ -82,10 +79,11 @@ def fetch(remote: Remote, revs: Sequence[str], store: Store, progress: Progress)
     return out
 
 
-def materialize(repo: Path, store: Store) -> list[str]:
-    """Turn every working-tree file that still holds its committed manifest (a skipped
-    smudge) into the checkpoint; the paths rewritten. Each file is replaced atomically."""
-    done = []
+def materialize(repo: Path) -> list[str]:
+    """Check out again, through git and its filters, every working-tree file that still
+    holds its staged manifest (a skipped smudge); the paths. Files the user changed are
+    left alone. git re-records their stat data, so `git status` stays quiet."""
+    todo = []
     for rel in git.ls_files(cwd=repo):
         path = repo / rel
         try:
@@ -95,22 +93,13 @@ def materialize(repo: Path, store: Store) -> list[str]:
             continue
         if not manifest.is_manifest(head):
             continue
-        data = path.read_bytes()
-        if git.show_blob(":" + rel, cwd=repo) != data:
+        if git.show_blob(":" + rel, cwd=repo) != path.read_bytes():
             continue  # not the staged version: the user's business
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=".theta-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                filters.smudge(data, rel, store, out)
-            os.chmod(name, path.stat().st_mode & 0o777)
-            os.replace(name, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-        done.append(rel)
-    if done:
-        git.refresh_index(cwd=repo)
-    return done
+        todo.append(rel)
+    for rel in todo:
+        (repo / rel).unlink()  # else git sees an unchanged file and writes nothing
+    git.checkout_paths(todo, cwd=repo)
+    return todo
 
 
 class SmudgeFetcher:
