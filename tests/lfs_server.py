@@ -168,6 +168,7 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -225,7 +226,12 @@ class FaultProxy:
         if fault is not None and fault.kind == "stall":
             time.sleep(fault.delay)
         conn = http.client.HTTPConnection(self.upstream, timeout=60)
-        headers = {k: v for k, v in h.headers.items() if k.lower() not in ("authorization",)}
+        # the proxy's own Basic credentials stay here; the server's Bearer tokens pass
+        headers = {
+            k: v
+            for k, v in h.headers.items()
+            if not (k.lower() == "authorization" and v.startswith("Basic "))
+        }
         conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()

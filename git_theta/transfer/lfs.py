@@ -466,7 +466,9 @@ class LfsConnection(Connection):
             except requests.exceptions.RequestException as exc:
                 tmp.unlink(missing_ok=True)
                 counter.add_bytes(-got)
-                raise _Retryable(f"body interrupted ({type(exc).__name__})") from None
+                raise _Retryable(
+                    f"body ended early after {got} bytes ({type(exc).__name__})"
+                ) from None
             except (_Retryable, _Failed, OSError):
                 tmp.unlink(missing_ok=True)
                 counter.add_bytes(-got)
