@@ -162,7 +162,9 @@ class Transfer(ABC):
 
 def select(remote: Remote) -> Transfer:
     """The installed transfer with the highest priority that accepts `remote`."""
-    found = [t for t in plugins.load_all(plugins.TRANSFERS).values() if t.accepts(remote)]
+    found: list[Transfer] = [
+        t for t in plugins.load_all(plugins.TRANSFERS).values() if t.accepts(remote)
+    ]
     if not found:
         names = ", ".join(plugins.available(plugins.TRANSFERS)) or "none"
         raise TransferError(

@@ -3,6 +3,7 @@ credentials never printed. Faults come from a proxy in front of the real server.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,9 @@ def _commit(repo: Path, tmp_path: Path, lfs_url: str) -> Path:
     return bare
 
 
-def _clone(tmp_path: Path, bare: Path, lfs_url: str) -> tuple[Path, object]:
+def _clone(
+    tmp_path: Path, bare: Path, lfs_url: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     env = fresh_home(tmp_path)
     clone = tmp_path / "clone"
     proc = run_git(
@@ -147,7 +150,7 @@ def test_object_missing_on_server_is_named(
     bare, name = _pushed(repo, tmp_path, fault_proxy)
     victim = sorted(lfs_server.objects(name))[0]
     (lfs_server.store / "test" / name / victim).unlink()
-    clone, proc = _clone(tmp_path, bare, fault_proxy.endpoint(name))
+    _clone_dir, proc = _clone(tmp_path, bare, fault_proxy.endpoint(name))
     assert proc.returncode != 0
     assert f"could not download object {victim[:12]}: the server does not have it" in proc.stderr
 
