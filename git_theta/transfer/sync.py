@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from git_theta import git, manifest
-from git_theta.errors import GitThetaError, TransferError
+from git_theta.errors import GitThetaError
 from git_theta.store import Store
 from git_theta.transfer import base, walk
 from git_theta.transfer.base import Connection, ObjectRef, Progress, Remote, TransferStats
@@ -116,20 +116,14 @@ class SmudgeFetcher:
         m = manifest.parse(data, path)
         sizes = {r.oid: r.size for r in walk.manifest_objects(m)}
         refs = [ObjectRef(oid, sizes.get(oid)) for oid in oids]
-        try:
-            if self._conn is None:
+        if self._conn is None:
+            try:
                 self.repo = self.repo or git.toplevel()
                 self._remote = base.resolve_remote(None, self.repo)
-                self._conn = base.connect(self._remote)
-            self._conn.download(store, refs, self.progress)
-        except TransferError:
-            raise
-        except GitThetaError as exc:
-            raise TransferError(
-                f"{path}: cannot download {len(refs)} missing objects: {exc}",
-                hint="set up a remote and run `git theta fetch`, or check out with "
-                "GIT_THETA_SKIP_SMUDGE=1",
-            ) from None
+            except GitThetaError:
+                return  # no remote to ask: smudge reports the missing objects itself
+            self._conn = base.connect(self._remote)
+        self._conn.download(store, refs, self.progress)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -99,3 +99,15 @@ def test_missing_on_path_remote_is_a_clear_error(repo: Path, tmp_path: Path) -> 
     assert proc.returncode != 0
     assert victim[:12] in proc.stderr
     assert "origin" in proc.stderr
+
+
+def test_progress_line_when_asked(repo: Path, tmp_path: Path) -> None:
+    bare = bare_remote(tmp_path)
+    git("remote", "add", "origin", str(bare), cwd=repo)
+    write_model(repo / "m.safetensors", seed=1)
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    n = len(store_of(repo))
+    proc = git("push", "origin", "main", cwd=repo, env={"GIT_THETA_PROGRESS": "1"})
+    assert f"git-theta: uploading to origin: {n}/{n} objects" in proc.stderr
+    assert f"git-theta: uploaded to origin: {n} objects" in proc.stderr
