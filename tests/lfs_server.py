@@ -56,6 +56,18 @@ class LfsServer:
     def endpoint(self, repo: str) -> str:
         return f"{self.url}/test/{repo}.git/info/lfs"
 
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def stored_bytes(self, repo: str) -> int:
+        d = self.store / "test" / repo
+        return sum(p.stat().st_size for p in d.iterdir()) if d.is_dir() else 0
+
     def objects(self, repo: str) -> set[str]:
         d = self.store / "test" / repo
         return {p.name for p in d.iterdir()} if d.is_dir() else set()
@@ -71,12 +83,17 @@ def _answers(url: str) -> bool:
     return True
 
 
+class ServerError(RuntimeError):
+    pass
+
+
 def start_server(workdir: Path) -> LfsServer:
+    """Start giftless on a free port of 127.0.0.1 and wait until it answers."""
     python = LFS_VENV / "bin" / "python"
     if not (LFS_VENV / ".installed").exists() or not python.exists():
-        pytest.fail(
-            "the Git LFS test server (giftless) is not installed in .lfs-venv: run `make test`, "
-            "which installs it"
+        raise ServerError(
+            "the Git LFS test server (giftless) is not installed in .lfs-venv: run `make test` "
+            "(or `make lfs-server`), which installs it"
         )
     store = workdir / "lfs-store"
     store.mkdir(parents=True, exist_ok=True)
@@ -107,21 +124,19 @@ def start_server(workdir: Path) -> LfsServer:
         proc.kill()
         proc.wait()
     log_text = (workdir / f"giftless-{port}.log").read_text(errors="replace")[-2000:]
-    pytest.fail(f"the Git LFS test server did not start:\n{log_text}")
+    raise ServerError(f"the Git LFS test server did not start:\n{log_text}")
 
 
 @pytest.fixture(scope="session")
 def lfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LfsServer]:
-    server = start_server(tmp_path_factory.mktemp("giftless"))
+    try:
+        server = start_server(tmp_path_factory.mktemp("giftless"))
+    except ServerError as exc:
+        pytest.fail(str(exc))
     try:
         yield server
     finally:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        server.stop()
 
 
 # -- the fault-injecting proxy ------------------------------------------------------------------
