@@ -29,6 +29,10 @@ if [ -n "$input" ]; then printf '%s\\n' "$input"; fi | {command} pre-push "$@" |
 chained="$(dirname "$0")/pre-push{CHAINED_SUFFIX}"
 if [ -x "$chained" ]; then
     if [ -n "$input" ]; then printf '%s\\n' "$input"; fi | "$chained" "$@" || exit $?
+elif git config --get filter.lfs.process >/dev/null 2>&1 && command -v git-lfs >/dev/null 2>&1
+then
+    # Git LFS is in use but could not install its own hook (ours came first): do its part
+    if [ -n "$input" ]; then printf '%s\\n' "$input"; fi | git lfs pre-push "$@" || exit $?
 fi
 exit 0
 """

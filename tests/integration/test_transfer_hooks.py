@@ -106,3 +106,26 @@ def test_coexists_with_git_lfs(repo: Path, tmp_path: Path, lfs_server: LfsServer
     )
     assert (clone / "blob.dat").read_bytes() == data
     assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
+
+
+def test_git_lfs_installed_after_git_theta_still_pushes(
+    repo: Path, tmp_path: Path, lfs_server: LfsServer
+) -> None:
+    # git-lfs refuses to replace our hook (exit 2) but configures its filter
+    assert git("lfs", "install", "--local", cwd=repo, check=False).returncode == 2
+    assert not (repo / ".git" / "hooks" / "pre-push.theta-chained").exists()
+    name = repo_name()
+    bare = bare_remote(tmp_path)
+    git("remote", "add", "origin", str(bare), cwd=repo)
+    git("config", "remote.origin.lfsurl", lfs_server.endpoint(name), cwd=repo)
+    git("config", "lfs.locksverify", "false", cwd=repo)
+    git("lfs", "track", "*.dat", cwd=repo)
+    data = b"lfs object " * 1000
+    (repo / "blob.dat").write_bytes(data)
+    write_model(repo / "m.safetensors", seed=5)
+    git("add", ".gitattributes", "blob.dat", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "both", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+    import hashlib
+
+    assert lfs_server.objects(name) == store_of(repo) | {hashlib.sha256(data).hexdigest()}
