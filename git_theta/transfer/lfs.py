@@ -295,7 +295,8 @@ class LfsConnection(Connection):
         except _Failed as exc:
             if exc.status == 404 and operation == "download":
                 # giftless (and others) answer 404 for a batch of only unknown objects
-                return {o.oid: {"error": {"code": 404, "message": "not found"}} for o in objects}
+                msg = "the batch request answered HTTP 404; or is the LFS URL wrong?"
+                return {o.oid: {"error": {"code": 404, "message": msg}} for o in objects}
             raise self._error(f"batch {operation} request failed: {exc.detail}", objects) from None
         return _validate_batch(reply, objects, url)
 
