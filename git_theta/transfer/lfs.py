@@ -366,6 +366,8 @@ class LfsConnection(Connection):
         action = actions["upload"]
         path = store.path(ref.oid)
         size = path.stat().st_size
+        if _file_sha256(path) != ref.oid:  # never spread a damaged object
+            raise _Failed("the local copy is corrupt; run `git theta fsck`")
         headers = {
             **action["header"],
             "Content-Type": "application/octet-stream",
@@ -559,6 +561,16 @@ def _unique(objects: Sequence[ObjectRef]) -> list[ObjectRef]:
         if o.oid not in seen or (seen[o.oid].size is None and o.size is not None):
             seen[o.oid] = o
     return sorted(seen.values(), key=lambda o: o.oid)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:

@@ -190,3 +190,20 @@ def test_credentials_in_the_url_never_appear_in_errors(
     assert "HTTP 500: injected failure (gave up after 3 attempts)" in proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
     assert "alice" not in proc.stderr
+
+
+def test_a_corrupt_local_object_is_not_uploaded(
+    repo: Path, tmp_path: Path, lfs_server: LfsServer, fault_proxy: FaultProxy
+) -> None:
+    name = repo_name()
+    _commit(repo, tmp_path, fault_proxy.endpoint(name))
+    victim = sorted(store_of(repo))[0]
+    path = next((repo / ".git" / "theta" / "objects").rglob(victim))
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    proc = git("push", "origin", "main", cwd=repo, check=False)
+    assert proc.returncode != 0
+    assert f"could not upload object {victim[:12]}: the local copy is corrupt" in proc.stderr
+    assert victim not in lfs_server.objects(name)

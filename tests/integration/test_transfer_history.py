@@ -150,3 +150,18 @@ def test_rebased_branch_force_pushed(repo: Path, tmp_path: Path, lfs_server: Lfs
         env=env,
     )
     assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
+
+
+def test_deleting_a_remote_branch_sends_nothing(
+    repo: Path, tmp_path: Path, lfs_server: LfsServer
+) -> None:
+    _bare, name = _remote(repo, tmp_path, lfs_server)
+    write_model(repo / "m.safetensors", seed=1)
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    git("push", "-q", "origin", "main", "main:gone", cwd=repo)
+    sent = lfs_server.objects(name)
+    assert sent == store_of(repo)
+    proc = git("push", "origin", "--delete", "gone", cwd=repo)
+    assert "git-theta" not in proc.stderr
+    assert lfs_server.objects(name) == sent
