@@ -196,12 +196,13 @@ def smudge(path: str | None) -> None:
         sys.stdout.buffer.write(data)
         return
     out = sys.stdout.buffer
-    fetcher = _smudge_fetcher()
+    store = open_store()
+    fetcher = _smudge_fetcher(store)
     try:
         filters.smudge(
             data,
             path,
-            open_store(),
+            store,
             out,
             progress=TerminalProgress("checking out"),
             fetch=lambda store, oids, p: fetcher(store, oids, p, data),
@@ -222,7 +223,7 @@ def filter_process() -> None:
 
     store = open_store()
     adding, checking_out = TerminalProgress("adding"), TerminalProgress("checking out")
-    fetcher = _smudge_fetcher()
+    fetcher = _smudge_fetcher(store)
     _ensure_hook()
 
     def do_clean(src: ByteSource, path: str) -> bytes:
@@ -249,7 +250,7 @@ def filter_process() -> None:
         )
 
     try:
-        code = fp.main_loop(do_clean, do_smudge, report)
+        code = fp.main_loop(do_clean, do_smudge, report, None if skip_smudge() else fetcher)
     finally:
         fetcher.close()
     sys.exit(code)
@@ -282,10 +283,10 @@ class TransferProgress:
         sys.stderr.flush()
 
 
-def _smudge_fetcher() -> Any:
+def _smudge_fetcher(store: Store) -> Any:
     from git_theta.transfer.sync import SmudgeFetcher
 
-    return SmudgeFetcher(None, TransferProgress("downloading"))
+    return SmudgeFetcher(store, None, TransferProgress("downloading"))
 
 
 def _ensure_hook() -> None:

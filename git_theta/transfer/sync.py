@@ -103,27 +103,70 @@ def materialize(repo: Path) -> list[str]:
 
 
 class SmudgeFetcher:
-    """The `fetch` callback of filters.smudge: downloads a checkpoint's missing objects in
-    one batch. Connects on first use and keeps the connection for the whole git command."""
+    """Downloads for smudge. As a `filter_process.Delayer` it batches a whole git command:
+    files with missing objects are delayed, and every pending object is fetched in one
+    parallel transfer when git collects the delayed files. Called as filters.smudge's
+    `fetch` callback, it fetches one file's missing objects (git commands that cannot
+    delay, single-shot smudge). One connection serves the whole git command."""
 
-    def __init__(self, repo: Path | None = None, progress: Progress = base.no_progress) -> None:
+    def __init__(
+        self, store: Store, repo: Path | None = None, progress: Progress = base.no_progress
+    ) -> None:
+        self.store = store
         self.repo = repo
         self.progress = progress
         self._conn: Connection | None = None
         self._remote: Remote | None = None
+        self._no_remote = False
+        self._pending: dict[str, ObjectRef] = {}
+        self._failure: GitThetaError | None = None
 
-    def __call__(self, store: Store, oids: Sequence[str], path: str | None, data: bytes) -> None:
-        m = manifest.parse(data, path)
-        sizes = {r.oid: r.size for r in walk.manifest_objects(m)}
-        refs = [ObjectRef(oid, sizes.get(oid)) for oid in oids]
-        if self._conn is None:
+    def _connection(self) -> Connection | None:
+        if self._conn is None and not self._no_remote:
             try:
                 self.repo = self.repo or git.toplevel()
                 self._remote = base.resolve_remote(None, self.repo)
             except GitThetaError:
-                return  # no remote to ask: smudge reports the missing objects itself
+                self._no_remote = True  # nothing to ask: smudge reports what is missing
+                return None
             self._conn = base.connect(self._remote)
-        self._conn.download(store, refs, self.progress)
+        return self._conn
+
+    def defer(self, data: bytes, path: str) -> bool:
+        if not manifest.is_manifest(data):
+            return False
+        try:
+            m = manifest.parse(data, path)
+        except GitThetaError:
+            return False  # the smudge itself reports the bad manifest
+        missing = [r for r in walk.manifest_objects(m) if not self.store.has(r.oid)]
+        if not missing or self._connection() is None:
+            return False
+        for r in missing:
+            if r.oid not in self._pending or self._pending[r.oid].size is None:
+                self._pending[r.oid] = r
+        return True
+
+    def fetch_pending(self) -> None:
+        refs = sorted(self._pending.values(), key=lambda r: r.oid)
+        self._pending.clear()
+        conn = self._connection()
+        if not refs or conn is None:
+            return
+        try:
+            conn.download(self.store, refs, self.progress)
+        except GitThetaError as exc:
+            self._failure = exc  # every delayed file then fails with this, not a retry each
+            raise
+
+    def __call__(self, store: Store, oids: Sequence[str], path: str | None, data: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure
+        m = manifest.parse(data, path)
+        sizes = {r.oid: r.size for r in walk.manifest_objects(m)}
+        conn = self._connection()
+        if conn is not None:
+            conn.download(store, [ObjectRef(oid, sizes.get(oid)) for oid in oids], self.progress)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -207,3 +207,23 @@ def test_a_corrupt_local_object_is_not_uploaded(
     assert proc.returncode != 0
     assert f"could not upload object {victim[:12]}: the local copy is corrupt" in proc.stderr
     assert victim not in lfs_server.objects(name)
+
+
+def test_a_clone_fetches_every_checkpoint_in_one_batch(
+    repo: Path, tmp_path: Path, fault_proxy: FaultProxy
+) -> None:
+    name = repo_name()
+    bare = _commit(repo, tmp_path, fault_proxy.endpoint(name))
+    for i in range(3):
+        write_model(repo / f"extra{i}.safetensors", seed=10 + i, n=2)
+    git("add", ".", cwd=repo)
+    git("commit", "-qm", "more", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+    fault_proxy.log.clear()
+    clone, proc = _clone(tmp_path, bare, fault_proxy.endpoint(name))
+    assert proc.returncode == 0, proc.stderr
+    assert len(_statuses(fault_proxy, "POST", "/objects/batch")) == 1  # 4 files, 1 batch
+    assert len(_statuses(fault_proxy, "GET", "/objects/")) == len(store_of(repo))
+    for i in range(3):
+        p = f"extra{i}.safetensors"
+        assert (clone / p).read_bytes() == (repo / p).read_bytes()
