@@ -251,6 +251,8 @@ def _list_available(
     if delayed:
         try:
             delayer.fetch_pending()
+        except GitThetaError:
+            pass  # each delayed file's smudge reports it
         except Exception as exc:
             _failed(exc, report)
     writer.text(*(f"pathname={p}" for p in delayed))
