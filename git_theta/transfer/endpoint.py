@@ -15,7 +15,6 @@ import shlex
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from git_theta import git
@@ -151,7 +150,3 @@ def _ssh_authenticate(
         return None
     base = _split_credentials(href)
     return Endpoint(base.url, headers, base.username, base.password)
-
-
-def lfsconfig_path(repo: Path) -> Path:
-    return repo / ".lfsconfig"

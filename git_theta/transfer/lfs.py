@@ -319,11 +319,21 @@ class LfsConnection(Connection):
             refs.append(ObjectRef(o.oid, size))
         stats = TransferStats()
         counter = ProgressCounter(refs, progress)
-        jobs: list[tuple[ObjectRef, Mapping[str, Any]]] = []
+        stats_lock = threading.Lock()
         absent: list[str] = []
         failed: dict[str, str] = {}
+
+        def one(job: tuple[ObjectRef, Mapping[str, Any]]) -> None:
+            ref, actions = job
+            self._upload_one(store, ref, actions, counter)
+            with stats_lock:
+                stats.objects += 1
+                stats.bytes += ref.size or 0
+
+        # batch by batch, so that signed action URLs are used soon after they are issued
         for chunk in _chunks(refs, BATCH_SIZE):
             answers = self._batch("upload", chunk)
+            jobs: list[tuple[ObjectRef, Mapping[str, Any]]] = []
             for ref in chunk:
                 answer = answers[ref.oid]
                 if "error" in answer:
@@ -336,22 +346,13 @@ class LfsConnection(Connection):
                     absent.append(ref.oid)
                 else:
                     jobs.append((ref, answer["actions"]))
+            failed.update(self._run(one, jobs))
         if absent:
             raise TransferError(
                 f"remote {self.remote.label} lacks objects that are not in the local store "
                 f"either: {describe(absent)}",
                 hint="run `git theta fetch` from a remote that has them, then push again",
             )
-
-        def one(job: tuple[ObjectRef, Mapping[str, Any]]) -> None:
-            ref, actions = job
-            self._upload_one(store, ref, actions, counter)
-            with stats_lock:
-                stats.objects += 1
-                stats.bytes += ref.size or 0
-
-        stats_lock = threading.Lock()
-        failed.update(self._run(one, jobs))
         if failed:
             raise self._object_errors("upload", failed)
         return stats
@@ -410,18 +411,7 @@ class LfsConnection(Connection):
             else:
                 wanted.append(o)
         counter = ProgressCounter(wanted, progress)
-        jobs: list[tuple[ObjectRef, Mapping[str, Any]]] = []
         failed: dict[str, str] = {}
-        for chunk in _chunks(wanted, BATCH_SIZE):
-            answers = self._batch("download", chunk)
-            for ref in chunk:
-                answer = answers[ref.oid]
-                if "error" in answer:
-                    failed[ref.oid] = _object_error(answer)
-                elif "download" not in answer.get("actions", {}):
-                    failed[ref.oid] = "the server gave no download action"
-                else:
-                    jobs.append((ref, answer["actions"]))
         stats_lock = threading.Lock()
 
         def one(job: tuple[ObjectRef, Mapping[str, Any]]) -> None:
@@ -431,7 +421,19 @@ class LfsConnection(Connection):
                 stats.objects += 1
                 stats.bytes += n
 
-        failed.update(self._run(one, jobs))
+        # batch by batch, so that signed action URLs are used soon after they are issued
+        for chunk in _chunks(wanted, BATCH_SIZE):
+            answers = self._batch("download", chunk)
+            jobs: list[tuple[ObjectRef, Mapping[str, Any]]] = []
+            for ref in chunk:
+                answer = answers[ref.oid]
+                if "error" in answer:
+                    failed[ref.oid] = _object_error(answer)
+                elif "download" not in answer.get("actions", {}):
+                    failed[ref.oid] = "the server gave no download action"
+                else:
+                    jobs.append((ref, answer["actions"]))
+            failed.update(self._run(one, jobs))
         if failed:
             raise self._object_errors("download", failed)
         return stats

@@ -215,3 +215,27 @@ def test_manifest_objects_pair_sizes_by_name() -> None:
 
 def test_describe_is_short() -> None:
     assert describe(["a" * 64] * 7, limit=2) == "aaaaaaaaaaaa, aaaaaaaaaaaa (and 5 more)"
+
+
+def test_missing_server_venv_fails_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests import lfs_server
+
+    monkeypatch.setattr(lfs_server, "LFS_VENV", tmp_path / "nowhere")
+    with pytest.raises(lfs_server.ServerError, match="run `make test`"):
+        lfs_server.start_server(tmp_path)
+
+
+def test_many_objects_go_in_batches_of_100(serve: Callable[[Handler], str], tmp_path: Path) -> None:
+    sizes: list[int] = []
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        sizes.append(int(h.headers["Content-Length"]))
+        _reply(h, 200, json.dumps({"objects": []}).encode())
+
+    conn = _connection(serve(handle), tmp_path)
+    refs = [ObjectRef(hashlib.sha256(str(i).encode()).hexdigest(), 1) for i in range(250)]
+    with pytest.raises(TransferError, match="and 249 more objects"):
+        conn.download(Store(tmp_path / "theta"), refs)
+    assert len(sizes) == 3
