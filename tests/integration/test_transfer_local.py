@@ -111,3 +111,30 @@ def test_progress_line_when_asked(repo: Path, tmp_path: Path) -> None:
     proc = git("push", "origin", "main", cwd=repo, env={"GIT_THETA_PROGRESS": "1"})
     assert f"git-theta: uploading to origin: {n}/{n} objects" in proc.stderr
     assert f"git-theta: uploaded to origin: {n} objects" in proc.stderr
+
+
+def test_history_from_before_git_theta_was_used(tmp_path: Path) -> None:
+    """Commits holding raw checkpoints (no git-theta yet), then git-theta: all of it pushes
+    and clones, the old commits' files as plain blobs."""
+    repo = tmp_path / "old"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    write_model(repo / "m.safetensors", seed=1)
+    git("add", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "raw checkpoint, before git-theta", cwd=repo)
+    raw = (repo / "m.safetensors").read_bytes()
+    run_theta(["install", "--local"], cwd=repo)
+    run_theta(["track", "*.safetensors"], cwd=repo)
+    write_model(repo / "m.safetensors", seed=2)
+    git("add", ".gitattributes", "m.safetensors", cwd=repo)
+    git("commit", "-qm", "now with git-theta", cwd=repo)
+    bare = bare_remote(tmp_path)
+    git("remote", "add", "origin", str(bare), cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+    assert store_of(bare) == store_of(repo) != set()
+    env = fresh_home(tmp_path)
+    clone = tmp_path / "clone"
+    run_git(["clone", "-q", str(bare), str(clone)], cwd=tmp_path, env=env)
+    assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
+    run_git(["checkout", "-q", "HEAD~1"], cwd=clone, env=env)
+    assert (clone / "m.safetensors").read_bytes() == raw
