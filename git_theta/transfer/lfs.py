@@ -330,10 +330,9 @@ class LfsConnection(Connection):
                 stats.objects += 1
                 stats.bytes += ref.size or 0
 
-        # batch by batch, so that signed action URLs are used soon after they are issued
-        for chunk in _chunks(refs, BATCH_SIZE):
+        def plan(chunk: Sequence[ObjectRef]) -> list[tuple[ObjectRef, Mapping[str, Any]]]:
             answers = self._batch("upload", chunk)
-            jobs: list[tuple[ObjectRef, Mapping[str, Any]]] = []
+            jobs = []
             for ref in chunk:
                 answer = answers[ref.oid]
                 if "error" in answer:
@@ -346,7 +345,10 @@ class LfsConnection(Connection):
                     absent.append(ref.oid)
                 else:
                     jobs.append((ref, answer["actions"]))
-            failed.update(self._run(one, jobs))
+            return jobs
+
+        for chunk in _chunks(refs, BATCH_SIZE):
+            failed.update(self._run_chunk(chunk, plan, one))
         if absent:
             raise TransferError(
                 f"remote {self.remote.label} lacks objects that are not in the local store "
@@ -421,10 +423,9 @@ class LfsConnection(Connection):
                 stats.objects += 1
                 stats.bytes += n
 
-        # batch by batch, so that signed action URLs are used soon after they are issued
-        for chunk in _chunks(wanted, BATCH_SIZE):
+        def plan(chunk: Sequence[ObjectRef]) -> list[tuple[ObjectRef, Mapping[str, Any]]]:
             answers = self._batch("download", chunk)
-            jobs: list[tuple[ObjectRef, Mapping[str, Any]]] = []
+            jobs = []
             for ref in chunk:
                 answer = answers[ref.oid]
                 if "error" in answer:
@@ -433,7 +434,10 @@ class LfsConnection(Connection):
                     failed[ref.oid] = "the server gave no download action"
                 else:
                     jobs.append((ref, answer["actions"]))
-            failed.update(self._run(one, jobs))
+            return jobs
+
+        for chunk in _chunks(wanted, BATCH_SIZE):
+            failed.update(self._run_chunk(chunk, plan, one))
         if failed:
             raise self._object_errors("download", failed)
         return stats
@@ -489,13 +493,31 @@ class LfsConnection(Connection):
         counter.finish_object()
         return obj.size
 
+    def _run_chunk(
+        self,
+        chunk: Sequence[ObjectRef],
+        plan: Callable[[Sequence[ObjectRef]], list[tuple[ObjectRef, Mapping[str, Any]]]],
+        fn: Callable[[tuple[ObjectRef, Mapping[str, Any]]], None],
+    ) -> dict[str, str]:
+        """Batch `chunk` and transfer it right away (signed action URLs stay fresh); objects
+        whose action was refused with 401/403 (an expired URL) are batched once more."""
+        failed, expired = self._run(fn, plan(chunk))
+        if expired:
+            for oid in expired:
+                failed.pop(oid, None)
+            again, _ = self._run(fn, plan([r for r in chunk if r.oid in expired]))
+            failed.update(again)
+        return failed
+
     def _run(
         self, fn: Callable[[tuple[ObjectRef, Mapping[str, Any]]], None], jobs: list[Any]
-    ) -> dict[str, str]:
-        """Run `fn` over the jobs on a pool; oid -> reason for every job that failed."""
+    ) -> tuple[dict[str, str], set[str]]:
+        """Run `fn` over the jobs on a pool: oid -> reason for every job that failed, and the
+        oids whose failure was HTTP 401/403 on an action (worth a fresh batch)."""
         failed: dict[str, str] = {}
+        expired: set[str] = set()
         if not jobs:
-            return failed
+            return failed, expired
         with ThreadPoolExecutor(
             max_workers=min(self.options.workers, len(jobs)), thread_name_prefix="git-theta-lfs"
         ) as ex:
@@ -505,11 +527,13 @@ class LfsConnection(Connection):
                     fut.result()
                 except _Failed as exc:
                     failed[oid] = exc.detail
+                    if exc.status in (401, 403):
+                        expired.add(oid)
                 except GitThetaError as exc:
                     failed[oid] = str(exc)
                 except OSError as exc:
                     failed[oid] = f"local file error: {exc.strerror or exc}"
-        return failed
+        return failed, expired
 
     def _object_errors(self, verb: str, failed: Mapping[str, str]) -> TransferError:
         oids = sorted(failed)

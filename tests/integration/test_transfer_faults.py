@@ -227,3 +227,15 @@ def test_a_clone_fetches_every_checkpoint_in_one_batch(
     for i in range(3):
         p = f"extra{i}.safetensors"
         assert (clone / p).read_bytes() == (repo / p).read_bytes()
+
+
+def test_an_expired_action_url_gets_a_fresh_batch(
+    repo: Path, tmp_path: Path, fault_proxy: FaultProxy
+) -> None:
+    bare, name = _pushed(repo, tmp_path, fault_proxy)
+    fault_proxy.log.clear()
+    fault_proxy.faults = [Fault("GET", "/objects/", "status", status=403)]
+    clone, proc = _clone(tmp_path, bare, fault_proxy.endpoint(name))
+    assert proc.returncode == 0, proc.stderr
+    assert _statuses(fault_proxy, "POST", "/objects/batch") == [200, 200]
+    assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
