@@ -17,7 +17,7 @@ from git_theta import codec, dtypes, manifest, plugins
 from git_theta.checkpoints.base import CheckpointFormat, Sink, SkeletonPart, TensorSpec
 from git_theta.errors import CheckpointError, GitThetaError, ObjectCorruptError, UnknownFormatError
 from git_theta.manifest import Entry, Manifest
-from git_theta.store import Store
+from git_theta.store import Store, StoredObject
 from git_theta.streams import ByteSource
 from git_theta.updates import choose
 from git_theta.updates.base import Record, UpdateType, ValueSpec
@@ -132,7 +132,8 @@ def clean(
         if skeleton is None:
             raise CheckpointError(path, f"format {fmt.name} produced no skeleton (plugin bug)")
         skel_obj = _store_blob(txn, skeleton)
-    m = manifest.build(fmt.name, skel_obj.oid, len(skeleton), entries)
+    # the stored size, like every record's: Git LFS downloads need each object's size
+    m = manifest.build(fmt.name, skel_obj.oid, skel_obj.size, entries)
     names = [e.name for e in m.entries]
     if len(set(names)) != len(names):
         raise CheckpointError(path, "two tensors share one name")
@@ -169,7 +170,7 @@ def _store_dense(txn: Store, data: memoryview, spec: TensorSpec, h: str, st: Cle
     return DenseUpdate.record(obj)
 
 
-def _store_blob(txn: Store, data: bytes) -> object:
+def _store_blob(txn: Store, data: bytes) -> StoredObject:
     return txn.put(codec.encode(data, 1))
 
 

@@ -76,7 +76,7 @@ def _canonical(value: Any) -> Any:
 class Manifest:
     format: str
     skeleton_oid: str
-    skeleton_size: int
+    skeleton_size: int  # size of the stored skeleton object (what Git LFS transfers)
     entries: tuple[Entry, ...]
 
     def __post_init__(self) -> None:
