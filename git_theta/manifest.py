@@ -171,7 +171,7 @@ def _entry(line: str, path: str | None, lineno: int) -> Entry:
     )
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
         raise ManifestError(path, "bad parameter name", line=lineno)
-    if dtype not in dtypes.DTYPES:
+    if not isinstance(dtype, str) or dtype not in dtypes.DTYPES:
         raise ManifestError(path, f"unknown dtype {dtype!r} for {name}", line=lineno)
     if (
         not isinstance(shape, list)

@@ -58,7 +58,7 @@ def parse_header(raw: bytes, path: str | None) -> list[tuple[int, int, TensorSpe
         if not isinstance(info, dict):
             raise CheckpointError(path, f"tensor {name}: entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in dtypes.DTYPES:
+        if not isinstance(dtype, str) or dtype not in dtypes.DTYPES:
             raise CheckpointError(path, f"tensor {name}: unsupported dtype {dtype!r}")
         if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
