@@ -157,7 +157,7 @@ def _entry(line: str, path: str | None, lineno: int) -> Entry:
         raise ManifestError(path, "line too long", line=lineno)
     try:
         obj = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ManifestError(path, f"not JSON: {exc}", line=lineno) from None
     required = {"name", "dtype", "shape", "hash", "record"}
     if not isinstance(obj, dict) or not required <= set(obj) <= required | EXTRA_KEYS:

@@ -45,7 +45,7 @@ def parse_header(raw: bytes, path: str | None) -> list[tuple[int, int, TensorSpe
     """(start, end, spec) of every tensor, sorted by offset and checked to tile the data."""
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise CheckpointError(path, f"safetensors header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "safetensors header is not a JSON object")
