@@ -1,0 +1,162 @@
+"""clean/smudge as functions over bytes and an explicit store (no git)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from git_theta import codec, filters, manifest
+from git_theta.errors import CheckpointError, ObjectCorruptError, ObjectMissingError
+from git_theta.manifest import Entry
+from git_theta.store import Store
+from git_theta.streams import ByteSource
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "theta")
+
+
+def clean(store: Store, data: bytes, **kw: object) -> bytes:
+    return filters.clean(ByteSource(io.BytesIO(data)), "m.safetensors", store, **kw)  # type: ignore[arg-type]
+
+
+def smudge(store: Store, text: bytes) -> bytes:
+    out = io.BytesIO()
+    filters.smudge(text, "m.safetensors", store, out)
+    return out.getvalue()
+
+
+def checkpoint(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "enc.weight": rng.standard_normal((32, 16)).astype(np.float32),
+        "enc.bias": rng.standard_normal(16).astype(np.float32),
+        "steps": np.array(1000, dtype=np.int64),
+    }
+
+
+def test_round_trip_is_byte_identical(store: Store) -> None:
+    data = save(checkpoint(), metadata={"a": "b"})
+    text = clean(store, data)
+    assert smudge(store, text) == data
+    m = manifest.parse(text)
+    assert [e.name for e in m.entries] == ["enc.bias", "enc.weight", "steps"]
+    # every object the manifest names is in the store, and nothing else is
+    assert set(store.iter_oids()) == m.oids()
+
+
+def test_manifest_is_deterministic_across_stores(tmp_path: Path) -> None:
+    data = save(checkpoint())
+    a = clean(Store(tmp_path / "a"), data)
+    b = clean(Store(tmp_path / "b"), data)
+    assert a == b
+    assert files_under(tmp_path / "a" / "objects") == files_under(tmp_path / "b" / "objects")
+
+
+def test_identical_tensors_are_stored_once(store: Store) -> None:
+    w = np.ones((8, 8), dtype=np.float32)
+    text = clean(store, save({"tied.a": w, "tied.b": w.copy(), "other": w[0].copy()}))
+    m = manifest.parse(text)
+    by = m.by_name()
+    assert by["tied.a"].record == by["tied.b"].record
+    # tied weight (1 object) + "other" + skeleton
+    assert len(set(store.iter_oids())) == 3
+
+
+def test_unchanged_parameters_are_not_re_encoded(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = checkpoint()
+    first = clean(store, save(t))
+    encoded: list[int] = []
+    real = filters.store_value
+
+    def counting(txn: Store, data: memoryview, group: int) -> object:
+        encoded.append(len(data))
+        return real(txn, data, group)
+
+    monkeypatch.setattr(filters, "store_value", counting)
+    assert clean(store, save(t), previous=manifest.parse(first)) == first
+    assert clean(store, save(t)) == first  # the raw-value map finds them without `previous`
+    assert encoded == []
+    t["enc.bias"] = t["enc.bias"] + 1
+    clean(store, save(t), previous=manifest.parse(first))
+    assert encoded == [64]
+
+
+def test_truncated_checkpoint_leaves_the_store_as_it_was(store: Store) -> None:
+    clean(store, save({"x": np.zeros(3, dtype=np.float32)}))
+    before = files_under(store.root)
+    data = save(checkpoint(1))
+    with pytest.raises(CheckpointError, match="truncated"):
+        clean(store, data[:-10])
+    assert files_under(store.root) == before
+
+
+def test_manifest_passes_through_clean(store: Store) -> None:
+    text = clean(store, save(checkpoint()))
+    assert clean(store, text) == text
+
+
+def test_non_manifest_passes_through_smudge(store: Store) -> None:
+    assert smudge(store, b"plain bytes committed before tracking") == (
+        b"plain bytes committed before tracking"
+    )
+
+
+def test_unknown_content_names_the_file_and_the_fix(store: Store) -> None:
+    with pytest.raises(CheckpointError) as info:
+        clean(store, b"just some text\n")
+    msg = str(info.value)
+    assert msg.startswith("m.safetensors: is not a checkpoint in any installed format")
+    assert "git theta untrack" in msg
+
+
+def test_missing_object_fails_before_any_output(store: Store) -> None:
+    text = clean(store, save(checkpoint()))
+    m = manifest.parse(text)
+    victim = m.by_name()["enc.weight"].record["oid"]
+    p = store.path(victim)
+    p.chmod(0o644)
+    p.unlink()
+    out = io.BytesIO()
+    with pytest.raises(ObjectMissingError) as info:
+        filters.smudge(text, "m.safetensors", store, out)
+    assert out.getvalue() == b""
+    assert "parameter enc.weight" in str(info.value)
+
+
+def test_object_decoding_to_the_wrong_size_is_refused_before_writing_it(store: Store) -> None:
+    """A hostile object (valid hash, valid frames) that decodes to far more than the manifest's
+    dtype x shape: refused without streaming the excess into the working tree."""
+    text = clean(store, save({"w": np.zeros(4, dtype=np.float32)}))
+    m = manifest.parse(text)
+    bomb = store.put(codec.encode(b"\0" * (8 << 20), 4))
+    e = m.entries[0]
+    evil = manifest.build(
+        m.format,
+        m.skeleton_oid,
+        m.skeleton_size,
+        [Entry(e.name, e.dtype, e.shape, e.hash, {"type": "dense", "oid": bomb.oid, "size": 1})],
+    )
+
+    class Counting:
+        n = 0
+
+        def write(self, data: bytes | memoryview) -> None:
+            self.n += len(data)
+
+    out = Counting()
+    with pytest.raises(ObjectCorruptError) as info:
+        filters.smudge(evil.render(), "m.safetensors", store, out)
+    assert "parameter w" in str(info.value)
+    assert out.n <= 8 + 1024  # the header and at most the tensor's own 16 bytes
