@@ -113,6 +113,9 @@ def clean(
         if skeleton is None:
             raise CheckpointError(path, f"format {fmt.name} produced no skeleton (plugin bug)")
         skel_obj = _store_blob(txn, skeleton)
+        if total is not None:
+            # tensor bytes never add up to the file size (headers): end the line at 100%
+            progress(label, total, total)
     m = manifest.build(fmt.name, skel_obj.oid, len(skeleton), entries)
     names = [e.name for e in m.entries]
     if len(set(names)) != len(names):
