@@ -77,7 +77,7 @@ def test_install_registers_process_fallbacks_and_required(repo: Path) -> None:
     assert get("filter.theta.clean").endswith("-m git_theta clean %f")
     assert get("filter.theta.smudge").endswith("-m git_theta smudge %f")
     attrs = (repo / ".gitattributes").read_text().splitlines()
-    assert "*.safetensors filter=theta merge=theta diff=theta" in attrs
+    assert "*.safetensors filter=theta merge=theta diff=theta -text" in attrs
 
 
 def test_one_process_serves_a_sharded_model(repo: Path, minilm: Path, tmp_path: Path) -> None:

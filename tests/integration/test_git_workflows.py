@@ -154,3 +154,19 @@ def test_uninstall_leaves_manifests_in_place(repo: Path) -> None:
     git("checkout", "HEAD", "--", NAME, cwd=repo)
     assert (repo / NAME).read_bytes() == v2
     assert status(repo) == ""
+
+
+def test_line_ending_conversion_never_touches_manifests(repo: Path) -> None:
+    """core.autocrlf=true (the default of git for Windows) must not turn the manifest's LF
+    into CRLF before smudge, nor change the stored text."""
+    git("config", "core.autocrlf", "true", cwd=repo)
+    v1, v2 = two_commits(repo)
+    assert b"\r" not in blob(repo, f"HEAD:{NAME}")
+    (repo / NAME).unlink()
+    git("checkout", "--", NAME, cwd=repo)
+    assert (repo / NAME).read_bytes() == v2
+    git("checkout", "HEAD~1", "--", NAME, cwd=repo)
+    assert (repo / NAME).read_bytes() == v1
+    git("reset", "-q", "--hard", cwd=repo)
+    assert (repo / NAME).read_bytes() == v2
+    assert status(repo) == ""
