@@ -160,3 +160,41 @@ def test_object_decoding_to_the_wrong_size_is_refused_before_writing_it(store: S
         filters.smudge(evil.render(), "m.safetensors", store, out)
     assert "parameter w" in str(info.value)
     assert out.n <= 8 + 1024  # the header and at most the tensor's own 16 bytes
+
+
+@pytest.mark.parametrize("name", ["", 'ü name "quoted"\nnewline', "a" * 4096])
+def test_any_name_safetensors_allows_round_trips(store: Store, name: str) -> None:
+    data = save({name: np.ones(2, dtype=np.float32), "other": np.zeros(1, dtype=np.int8)})
+    text = clean(store, data)
+    assert smudge(store, text) == data
+    assert len(text.splitlines()) == 5  # header lines + one line per parameter
+
+
+def test_a_name_the_manifest_cannot_hold_fails_the_clean_and_stores_nothing(store: Store) -> None:
+    before = files_under(store.root)
+    data = save({"x" * 5000: np.ones(2, dtype=np.float32)})
+    with pytest.raises(CheckpointError) as info:
+        clean(store, data)
+    assert str(info.value).startswith("m.safetensors: ")
+    assert files_under(store.root) == before
+
+
+def test_duplicate_names_from_a_format_store_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from git_theta.checkpoints.base import SkeletonPart, TensorPart, TensorSpec
+
+    class Twice:
+        name = "twice"
+
+        def split(self, src: ByteSource, path: str | None) -> object:
+            src.drain()
+            for value in (b"\1\0\0\0", b"\2\0\0\0"):
+                yield TensorPart(TensorSpec("same", "F32", (1,)), memoryview(value))
+            yield SkeletonPart(b"skeleton")
+
+    monkeypatch.setattr(filters, "detect", lambda head, path: Twice())
+    before = files_under(store.root)
+    with pytest.raises(CheckpointError, match="two tensors share one name"):
+        clean(store, b"anything")
+    assert files_under(store.root) == before
