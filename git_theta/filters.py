@@ -13,7 +13,13 @@ import blake3
 
 from git_theta import codec, dtypes, manifest, plugins
 from git_theta.checkpoints.base import CheckpointFormat, Sink, SkeletonPart, TensorSpec
-from git_theta.errors import CheckpointError, GitThetaError, ObjectCorruptError, UnknownFormatError
+from git_theta.errors import (
+    CheckpointError,
+    GitThetaError,
+    ManifestError,
+    ObjectCorruptError,
+    UnknownFormatError,
+)
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store
 from git_theta.streams import ByteSource
@@ -113,14 +119,20 @@ def clean(
         if skeleton is None:
             raise CheckpointError(path, f"format {fmt.name} produced no skeleton (plugin bug)")
         skel_obj = _store_blob(txn, skeleton)
+        # checked inside the transaction, so a refused file leaves no objects behind
+        m = manifest.build(fmt.name, skel_obj.oid, len(skeleton), entries)
+        names = [e.name for e in m.entries]
+        if len(set(names)) != len(names):
+            raise CheckpointError(path, "two tensors share one name")
+        text = m.render()
+        try:
+            manifest.parse(text, path)  # never commit a manifest that cannot be checked out
+        except ManifestError as exc:
+            raise CheckpointError(path, f"cannot be tracked: {exc.detail}") from None
         if total is not None:
             # tensor bytes never add up to the file size (headers): end the line at 100%
             progress(label, total, total)
-    m = manifest.build(fmt.name, skel_obj.oid, len(skeleton), entries)
-    names = [e.name for e in m.entries]
-    if len(set(names)) != len(names):
-        raise CheckpointError(path, "two tensors share one name")
-    return m.render()
+    return text
 
 
 def _store_dense(txn: Store, data: memoryview, spec: TensorSpec, h: str, st: CleanStats) -> Record:

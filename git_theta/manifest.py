@@ -169,7 +169,7 @@ def _entry(line: str, path: str | None, lineno: int) -> Entry:
         obj["hash"],
         obj["record"],
     )
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+    if not isinstance(name, str) or len(name) > MAX_NAME:  # "" is a valid safetensors key
         raise ManifestError(path, "bad parameter name", line=lineno)
     if not isinstance(dtype, str) or dtype not in dtypes.DTYPES:
         raise ManifestError(path, f"unknown dtype {dtype!r} for {name}", line=lineno)

@@ -124,7 +124,7 @@ BAD_CASES = [
     (_with_entry_line("[1, 2]\n"), "entry must have"),
     (_with_entry_line(_line(hash=...)), "entry must have"),
     (_with_entry_line(_line(surprise=1)), "entry must have"),
-    (_with_entry_line(_line(name="")), "bad parameter name"),
+    (_with_entry_line(_line(name="x" * 4097)), "bad parameter name"),
     (_with_entry_line(_line(name=3)), "bad parameter name"),
     (_with_entry_line(_line(dtype="F33")), "unknown dtype"),
     (_with_entry_line(_line(dtype=["F32"])), "unknown dtype"),
