@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from git_theta import __version__, attributes, filters, git
+from git_theta import __version__, attributes, filters, git, manifest, materialize
 from git_theta.errors import GitThetaError
 from git_theta.store import Store
 from git_theta.streams import ByteSource
@@ -201,10 +201,53 @@ def filter_process() -> None:
             previous=filters.indexed_manifest(path),
         )
 
+    limit = materialize.threshold()
+    pending: list[materialize.Pending] = []
+
     def do_smudge(data: bytes, path: str, sink: fp.LazyContent) -> None:
         if skip_smudge():
             sink.write(data)
             return
+        if limit is not None and manifest.is_manifest(data):
+            size = materialize.checkpoint_size(manifest.parse(data, path))
+            if size > limit:
+                # written by us when git is done with the working tree (materialize.py)
+                sink.write(data)
+                pending.append(materialize.Pending(path, data))
+                return
         filters.smudge(data, path, store, sink, progress=checking_out)
 
-    sys.exit(fp.main_loop(do_clean, do_smudge, report))
+    code = fp.main_loop(do_clean, do_smudge, report)
+    if pending:
+        materialize.finish(pending, store, progress=checking_out)
+    sys.exit(code)
+
+
+@main.command("checkout")
+@click.argument("paths", nargs=-1)
+def checkout_cmd(paths: tuple[str, ...]) -> None:
+    """Write out tracked checkpoints whose working-tree file still holds a manifest.
+
+    Needed after `GIT_THETA_SKIP_SMUDGE=1`, or if a direct checkout was interrupted.
+    """
+    top = git.toplevel()
+    os.chdir(top)
+    names = list(paths) or tracked_paths()
+    todo = materialize.manifests_in_worktree(names)
+    store = open_store()
+    written = materialize.finish(todo, store, progress=TerminalProgress("checking out"))
+    for p in written:
+        click.echo(f"checked out {p}")
+    if not written:
+        click.echo("nothing to check out")
+
+
+def tracked_paths() -> list[str]:
+    """Files in the index whose `filter` attribute is theta."""
+    listed = git.run("ls-files", "-z").split(b"\0")
+    names = [n.decode() for n in listed if n]
+    if not names:
+        return []
+    out = git.run("check-attr", "-z", "--stdin", "filter", input="\0".join(names).encode())
+    fields = out.split(b"\0")
+    return [fields[i].decode() for i in range(0, len(fields) - 2, 3) if fields[i + 2] == b"theta"]

@@ -110,6 +110,20 @@ class ObjectCorruptError(ObjectError):
         )
 
 
+class StoreWriteError(GitThetaError):
+    """The store could not be written (disk full, permissions); nothing was published."""
+
+    def __init__(self, where: str, exc: OSError) -> None:
+        self.where = where
+        self.errno = exc.errno
+        reason = exc.strerror or str(exc)
+        super().__init__(
+            f"cannot write to the git-theta store at {where}: {reason}",
+            hint="free some space (or fix permissions) and run the command again; "
+            "nothing was changed",
+        )
+
+
 class GitError(GitThetaError):
     """A git command that failed."""
 
