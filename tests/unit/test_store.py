@@ -177,3 +177,19 @@ def test_rawmap_forgets_objects_that_are_gone(store: Store) -> None:
     os.chmod(p.parent, 0o755)
     p.unlink()
     assert store.recall("blake3:" + "cd" * 32, "dense/g1") is None
+
+
+def test_adopted_files_are_published_like_written_objects(store: Store, tmp_path: Path) -> None:
+    """put_file (downloads) is write-once and leaves read-only objects, as put does."""
+    oid = hashlib.sha256(b"downloaded").hexdigest()
+    first = tmp_path / "first"
+    first.write_bytes(b"downloaded")
+    store.put_file(first, oid)
+    final = store.path(oid)
+    assert stat.S_IMODE(final.stat().st_mode) & 0o222 == 0
+    inode = final.stat().st_ino
+    second = tmp_path / "second"
+    second.write_bytes(b"downloaded")
+    assert store.put_file(second, oid) == StoredObject(oid, 10)
+    assert final.stat().st_ino == inode  # the published object was not replaced
+    assert not second.exists()
