@@ -198,3 +198,20 @@ def test_duplicate_names_from_a_format_store_nothing(
     with pytest.raises(CheckpointError, match="two tensors share one name"):
         clean(store, b"anything")
     assert files_under(store.root) == before
+
+
+def test_skeleton_decoding_to_another_size_than_the_manifest_says_is_refused(
+    store: Store,
+) -> None:
+    """The manifest records the skeleton's size: a skeleton object that would expand beyond
+    it (a decompression bomb with a valid hash) is refused before it is decoded."""
+    text = clean(store, save({"w": np.zeros(4, dtype=np.float32)}))
+    m = manifest.parse(text)
+    bomb = store.put(codec.encode(b"\0" * (64 << 20), 1))
+    evil = manifest.build(m.format, bomb.oid, m.skeleton_size, m.entries)
+    out = io.BytesIO()
+    with pytest.raises(ObjectCorruptError) as info:
+        filters.smudge(evil.render(), "m.safetensors", store, out)
+    assert str(info.value).startswith(f"m.safetensors: parameter skeleton: object {bomb.oid[:12]}")
+    assert f"holds {64 << 20} bytes" in str(info.value)
+    assert out.getvalue() == b""
