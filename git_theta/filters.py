@@ -154,9 +154,19 @@ def _store_blob(txn: Store, data: bytes) -> object:
 # -- smudge ------------------------------------------------------------------------------------
 
 
-def load_blob(store: Store, oid: str, *, path: str | None = None, what: str = "skeleton") -> bytes:
+def load_blob(
+    store: Store,
+    oid: str,
+    *,
+    path: str | None = None,
+    what: str = "skeleton",
+    size: int | None = None,
+) -> bytes:
+    """The decoded bytes of object `oid`; `size`, when known, is checked before decoding."""
     blob = store.read(oid, param=what, path=path)
     try:
+        if size is not None and (held := codec.Decoder(blob).size) != size:
+            raise codec.CodecError(f"holds {held} bytes, expected {size}")
         return codec.decode(blob)
     except codec.CodecError as exc:
         raise ObjectCorruptError(oid, str(exc), param=what, path=path) from None
@@ -301,7 +311,7 @@ def smudge(
             err.message += f" (and {len(missing) - 1} more objects)"
         raise err
     fmt: CheckpointFormat = plugins.load(plugins.CHECKPOINTS, m.format)
-    skeleton = load_blob(store, m.skeleton_oid, path=path)
+    skeleton = load_blob(store, m.skeleton_oid, path=path, size=m.skeleton_size)
     specs: Mapping[str, TensorSpec] = {
         e.name: TensorSpec(e.name, e.dtype, e.shape) for e in m.entries
     }
