@@ -10,7 +10,12 @@ import pytest
 from safetensors.numpy import save
 
 from git_theta import codec, filters, manifest
-from git_theta.errors import CheckpointError, ObjectCorruptError, ObjectMissingError
+from git_theta.errors import (
+    CheckpointError,
+    GitThetaError,
+    ObjectCorruptError,
+    ObjectMissingError,
+)
 from git_theta.manifest import Entry
 from git_theta.store import Store
 from git_theta.streams import ByteSource
@@ -215,3 +220,35 @@ def test_skeleton_decoding_to_another_size_than_the_manifest_says_is_refused(
     assert str(info.value).startswith(f"m.safetensors: parameter skeleton: object {bomb.oid[:12]}")
     assert f"holds {64 << 20} bytes" in str(info.value)
     assert out.getvalue() == b""
+
+
+def _mixed(store: Store, small: dict[str, np.ndarray], big: dict[str, np.ndarray]) -> bytes:
+    """The skeleton of `small` with the entries of `big`: an inconsistent manifest."""
+    a = manifest.parse(clean(store, save(small)))
+    b = manifest.parse(clean(store, save(big)))
+    return manifest.build(a.format, a.skeleton_oid, a.skeleton_size, b.entries).render()
+
+
+def test_entry_disagreeing_with_the_skeleton_is_an_error_not_a_broken_file(
+    store: Store,
+) -> None:
+    text = _mixed(
+        store,
+        {"w": np.zeros(4, dtype=np.float32)},
+        {"w": np.ones(8, dtype=np.float32)},
+    )
+    out = io.BytesIO()
+    with pytest.raises(GitThetaError) as info:
+        filters.smudge(text, "m.safetensors", store, out)
+    assert str(info.value).startswith("m.safetensors: ")
+    assert "w" in str(info.value)
+
+
+def test_manifest_entry_missing_from_the_skeleton_is_an_error(store: Store) -> None:
+    text = _mixed(
+        store,
+        {"w": np.zeros(4, dtype=np.float32)},
+        {"w": np.zeros(4, dtype=np.float32), "extra": np.ones(2, dtype=np.float32)},
+    )
+    with pytest.raises(GitThetaError, match="extra"):
+        filters.smudge(text, "m.safetensors", store, io.BytesIO())
