@@ -138,4 +138,27 @@ class SafetensorsFormat(CheckpointFormat):
         self, skeleton: bytes, specs: Mapping[str, TensorSpec], payloads: Payloads, out: Sink
     ) -> None:
         segments, _extra = decode_splice(skeleton)
+        _check_specs(segments, specs)
         join_splice(segments, payloads, out)
+
+
+def _check_specs(segments: list[bytes | str], specs: Mapping[str, TensorSpec]) -> None:
+    """The header kept in the skeleton and the manifest must describe the same tensors, else
+    the rebuilt file would be silently broken; checked before the first byte is written."""
+    head = segments[0] if segments and isinstance(segments[0], bytes) else b""
+    try:
+        layout = parse_header(head[8:], None)
+    except CheckpointError as exc:
+        raise ValueError(exc.detail) from None
+    kept = {spec.name: spec for _start, _end, spec in layout}
+    for name in sorted(kept.keys() | specs.keys()):
+        a, b = kept.get(name), specs.get(name)
+        if a != b:
+            where = {
+                "skeleton": f"{a.dtype}{list(a.shape)}" if a else "absent",
+                "manifest": f"{b.dtype}{list(b.shape)}" if b else "absent",
+            }
+            raise ValueError(
+                f"tensor {name} is {where['skeleton']} in the skeleton but "
+                f"{where['manifest']} in the manifest"
+            )

@@ -63,8 +63,13 @@ def split_all(data: bytes) -> tuple[dict[str, bytes], bytes]:
 
 def rebuild(data: bytes) -> bytes:
     tensors, skeleton = split_all(data)
+    specs = {
+        p.spec.name: p.spec
+        for p in FMT.split(ByteSource(io.BytesIO(data)), None)
+        if isinstance(p, TensorPart)
+    }
     out = io.BytesIO()
-    FMT.join(skeleton, {}, DictPayloads(tensors), out)
+    FMT.join(skeleton, specs, DictPayloads(tensors), out)
     return out.getvalue()
 
 
