@@ -205,3 +205,37 @@ def test_sniff() -> None:
     assert not FMT.sniff(b"git-theta-manifest 1\n")
     assert not FMT.sniff(b"\x02\x00\x00\x00\x00\x00\x00\x00[]")
     assert not FMT.sniff(b"")
+
+
+CLAIM_SCRIPT = """
+import io, json, resource, struct, sys
+from git_theta.checkpoints.safetensors_format import SafetensorsFormat
+from git_theta.errors import CheckpointError
+from git_theta.streams import ByteSource
+n = int(sys.argv[1])
+h = json.dumps({"a": {"dtype": "U8", "shape": [n], "data_offsets": [0, n]}}).encode()
+data = struct.pack("<Q", len(h)) + h + b"\\0" * 100
+try:
+    for _ in SafetensorsFormat().split(ByteSource(io.BytesIO(data)), "m.safetensors"):
+        pass
+except CheckpointError as exc:
+    print(str(exc))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("claim", [1 << 30, 1 << 39])
+def test_a_header_claiming_a_huge_tensor_costs_only_what_the_file_holds(claim: int) -> None:
+    """A 100-byte file whose header claims a 1 GiB (or 512 GiB) tensor: a clear error, and
+    memory proportional to the bytes that really arrived, not to the claim."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", CLAIM_SCRIPT, str(claim)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    message, rss_mb = proc.stdout.splitlines()
+    assert message.startswith("m.safetensors: ")
+    assert "tensor a" in message
+    assert int(rss_mb) < 300, f"{rss_mb} MB resident for a 100-byte file"
