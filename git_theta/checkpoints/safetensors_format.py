@@ -116,7 +116,12 @@ class SafetensorsFormat(CheckpointFormat):
         layout = parse_header(raw_header, path)
         buf = ReusableBuffer()
         for _start, _end, spec in layout:
-            view = buf.view(spec.nbytes)
+            try:
+                view = buf.view(spec.nbytes)
+            except MemoryError:
+                raise CheckpointError(
+                    path, f"tensor {spec.name}: {spec.nbytes} bytes do not fit in memory"
+                ) from None
             try:
                 src.read_exact_into(view)
             except EOFError as exc:
