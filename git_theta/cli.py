@@ -251,3 +251,38 @@ def tracked_paths() -> list[str]:
     out = git.run("check-attr", "-z", "--stdin", "filter", input="\0".join(names).encode())
     fields = out.split(b"\0")
     return [fields[i].decode() for i in range(0, len(fields) - 2, 3) if fields[i + 2] == b"theta"]
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--update-type",
+    type=click.Choice(["low-rank", "ia3"]),
+    help="Kind of side-loaded patch: low-rank (LoRA factors, W = base + scale * B @ A) or "
+    "ia3 (a vector scaling the rows or columns of each weight, W = base * l).",
+)
+@click.option(
+    "--update-path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the patch, keyed by parameter name: PEFT's names "
+    "(base_model.model.<module>.lora_A.weight / lora_B.weight, <module>.ia3_l; LoRA scale "
+    "from adapter_config.json beside it) or plain ones (<param>.A, <param>.B, optional "
+    "<param>.scale; <param>.ia3). See docs/patches.md.",
+)
+def add(path: Path, update_type: str | None, update_path: Path | None) -> None:
+    """Apply a patch to checkpoint PATH, rewrite it in place and stage it.
+
+    The staged manifest stores each patched parameter as the patch itself (factors or
+    vector) over its previous value, so the commit costs about the patch's size. A bad
+    update file (missing factors, wrong shapes, names matching no parameter) is refused
+    before anything changes.
+    """
+    from git_theta import sideload
+
+    if update_type is None or update_path is None:
+        raise click.UsageError("give both --update-type and --update-path")
+    result = sideload.add(path, update_type, update_path)
+    click.echo(
+        f"applied the {result.kind} update to {len(result.params)} parameter(s) of "
+        f"{result.path} and staged it"
+    )

@@ -61,3 +61,26 @@ def show_blob(spec: str, cwd: str | Path | None = None) -> bytes | None:
     """Contents of `git cat-file blob SPEC` (e.g. `:path` or `HEAD:path`), None if absent."""
     proc = subprocess.run(["git", "cat-file", "blob", spec], cwd=cwd, capture_output=True)
     return proc.stdout if proc.returncode == 0 else None
+
+
+def check_attr(attr: str, path: str, cwd: str | Path | None = None) -> str | None:
+    """The value of gitattribute `attr` for `path` ("unspecified" and "unset" give None)."""
+    out = run_text("check-attr", attr, "--", path, cwd=cwd)
+    value = out.rsplit(": ", 1)[-1] if out else ""
+    return None if value in ("", "unspecified", "unset") else value
+
+
+def hash_object(data: bytes, cwd: str | Path | None = None) -> str:
+    """Write `data` as a blob, verbatim (no filters: it already is a manifest); its id."""
+    return run("hash-object", "-w", "--no-filters", "--stdin", cwd=cwd, input=data).decode().strip()
+
+
+def index_mode(path: str, cwd: str | Path | None = None) -> str | None:
+    """The file mode (e.g. 100644) of `path` in the index, None if it is not there."""
+    out = run_text("ls-files", "--stage", "--", path, cwd=cwd)
+    return out.split(" ", 1)[0] if out else None
+
+
+def stage_blob(path: str, blob: str, mode: str = "100644", cwd: str | Path | None = None) -> None:
+    """Point the index entry of `path` at blob `blob`, as `git add` would have."""
+    run("update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", cwd=cwd)
