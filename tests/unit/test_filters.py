@@ -80,22 +80,29 @@ def test_identical_tensors_are_stored_once(store: Store) -> None:
 def test_unchanged_parameters_are_not_re_encoded(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No zstd frame is made for an unchanged tensor (only the small skeleton is encoded);
+    a changed tensor is encoded once, whichever update type clean picks for it."""
     t = checkpoint()
     first = clean(store, save(t))
-    encoded: list[int] = []
-    real = filters.store_value
+    skeleton_size = manifest.parse(first).skeleton_size
+    frames: list[int] = []
+    real = codec.encode_chunk
 
-    def counting(txn: Store, data: memoryview, group: int) -> object:
-        encoded.append(len(data))
-        return real(txn, data, group)
+    def counting(chunk: memoryview | bytes, group: int) -> bytes:
+        frames.append(len(chunk))
+        return real(chunk, group)
 
-    monkeypatch.setattr(filters, "store_value", counting)
+    monkeypatch.setattr(codec, "encode_chunk", counting)
     assert clean(store, save(t), previous=manifest.parse(first)) == first
     assert clean(store, save(t)) == first  # the raw-value map finds them without `previous`
-    assert encoded == []
+    assert frames == [skeleton_size, skeleton_size]
+    frames.clear()
     t["enc.bias"] = t["enc.bias"] + 1
-    clean(store, save(t), previous=manifest.parse(first))
-    assert encoded == [64]
+    stats = filters.CleanStats()
+    clean(store, save(t), previous=manifest.parse(first), stats=stats)
+    assert frames and skeleton_size in frames
+    assert 32 * 16 * 4 not in frames and 8 not in frames  # enc.weight and steps untouched
+    assert stats.new_objects >= 1
 
 
 def test_truncated_checkpoint_leaves_the_store_as_it_was(store: Store) -> None:
