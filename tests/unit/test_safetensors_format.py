@@ -133,8 +133,21 @@ def test_parser_reads_at_most_one_tensor_ahead() -> None:
         assert bytes(part.data) == tensors[spec.name].tobytes()
 
 
-STREAM_SCRIPT = """
-import json, resource, struct
+# Peak resident memory of this process image. Not ru_maxrss: after a fork/exec Linux folds
+# the parent's high-water mark into it (a pytest run that grew to 500 MB shows 500 MB here).
+PEAK = """
+def peak_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+"""
+
+STREAM_SCRIPT = (
+    PEAK
+    + """
+import json, struct
 from git_theta.checkpoints.base import TensorPart
 from git_theta.checkpoints.safetensors_format import SafetensorsFormat
 from git_theta.streams import ByteSource
@@ -162,14 +175,14 @@ class Generated:
         self.pos += n
         return n
 
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_mb()
 for part in SafetensorsFormat().split(ByteSource(Generated()), None):
     if isinstance(part, TensorPart):
         k = int(part.spec.name[1:])
         assert part.data[0] == k and part.data[-1] == k, part.spec.name
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) // 1024)
+print(peak_mb() - before)
 """
+)
 
 
 def test_memory_stays_near_the_largest_tensor() -> None:
@@ -241,8 +254,10 @@ def test_sniff() -> None:
     assert not FMT.sniff(b"")
 
 
-CLAIM_SCRIPT = """
-import io, json, resource, struct, sys
+CLAIM_SCRIPT = (
+    PEAK
+    + """
+import io, json, struct, sys
 from git_theta.checkpoints.safetensors_format import SafetensorsFormat
 from git_theta.errors import CheckpointError
 from git_theta.streams import ByteSource
@@ -254,8 +269,9 @@ try:
         pass
 except CheckpointError as exc:
     print(str(exc))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(peak_mb())
 """
+)
 
 
 @pytest.mark.parametrize("claim", [1 << 30, 1 << 39])
