@@ -15,7 +15,13 @@ import blake3
 
 from git_theta import codec, dtypes, manifest, plugins
 from git_theta.checkpoints.base import CheckpointFormat, Sink, SkeletonPart, TensorSpec
-from git_theta.errors import CheckpointError, GitThetaError, ObjectCorruptError, UnknownFormatError
+from git_theta.errors import (
+    CheckpointError,
+    GitThetaError,
+    ManifestError,
+    ObjectCorruptError,
+    UnknownFormatError,
+)
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store, StoredObject
 from git_theta.streams import ByteSource
@@ -132,12 +138,21 @@ def clean(
         if skeleton is None:
             raise CheckpointError(path, f"format {fmt.name} produced no skeleton (plugin bug)")
         skel_obj = _store_blob(txn, skeleton)
-    # the stored size, like every record's: Git LFS downloads need each object's size
-    m = manifest.build(fmt.name, skel_obj.oid, skel_obj.size, entries)
-    names = [e.name for e in m.entries]
-    if len(set(names)) != len(names):
-        raise CheckpointError(path, "two tensors share one name")
-    return m.render()
+        # checked inside the transaction, so a refused file leaves no objects behind
+        # the stored size, like every record's: Git LFS downloads need each object's size
+        m = manifest.build(fmt.name, skel_obj.oid, skel_obj.size, entries)
+        names = [e.name for e in m.entries]
+        if len(set(names)) != len(names):
+            raise CheckpointError(path, "two tensors share one name")
+        text = m.render()
+        try:
+            manifest.parse(text, path)  # never commit a manifest that cannot be checked out
+        except ManifestError as exc:
+            raise CheckpointError(path, f"cannot be tracked: {exc.detail}") from None
+        if total is not None:
+            # tensor bytes never add up to the file size (headers): end the line at 100%
+            progress(label, total, total)
+    return text
 
 
 @cache
@@ -177,9 +192,28 @@ def _store_blob(txn: Store, data: bytes) -> StoredObject:
 # -- smudge ------------------------------------------------------------------------------------
 
 
-def load_blob(store: Store, oid: str, *, path: str | None = None, what: str = "skeleton") -> bytes:
+MAX_SKELETON = 1 << 30  # decoded; safetensors headers stop at 100 MB, pickles are small
+
+
+def load_blob(
+    store: Store,
+    oid: str,
+    *,
+    path: str | None = None,
+    what: str = "skeleton",
+    size: int | None = None,
+) -> bytes:
+    """The decoded bytes of object `oid`.
+
+    `size` is the stored size the manifest gives; it and the decoded size (at most
+    MAX_SKELETON) are checked before decoding, so a hostile object cannot balloon.
+    """
     blob = store.read(oid, param=what, path=path)
     try:
+        if size is not None and len(blob) != size:
+            raise codec.CodecError(f"is {len(blob)} bytes, the manifest says {size}")
+        if (held := codec.Decoder(blob).size) > MAX_SKELETON:
+            raise codec.CodecError(f"claims {held} decoded bytes, more than {MAX_SKELETON}")
         return codec.decode(blob)
     except codec.CodecError as exc:
         raise ObjectCorruptError(oid, str(exc), param=what, path=path) from None
@@ -338,7 +372,7 @@ def smudge(
             err.message += f" (and {len(missing) - 1} more objects)"
         raise err
     fmt: CheckpointFormat = plugins.load(plugins.CHECKPOINTS, m.format)
-    skeleton = load_blob(store, m.skeleton_oid, path=path)
+    skeleton = load_blob(store, m.skeleton_oid, path=path, size=m.skeleton_size)
     specs: Mapping[str, TensorSpec] = {
         e.name: TensorSpec(e.name, e.dtype, e.shape) for e in m.entries
     }

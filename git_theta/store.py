@@ -195,9 +195,7 @@ class Store:
                 size += len(chunk)
         if h.hexdigest() != oid:
             raise ObjectCorruptError(oid, f"content hashes to {h.hexdigest()[:12]}")
-        final = self.path(oid)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, final)
+        self.publish(oid, src)  # write-once and read-only, like every other object
         return StoredObject(oid, size)
 
     def _map_verified(self, oid: str) -> _Mapped:

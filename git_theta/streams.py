@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from typing import BinaryIO, Protocol
 
 
@@ -98,20 +99,34 @@ class ByteSource:
 
 
 class ReusableBuffer:
-    """Two growable bytearrays used in turn for successive tensors.
+    """Two growable buffers used in turn for successive tensors.
 
     Reusing them avoids fresh allocations (page faults cost ~1.5 GB/s); having two lets the
-    caller keep working on one tensor while the next is read into the other. A view stays
-    valid until the view after next is requested.
+    caller keep working on one tensor while the next is read into the other: a view stays
+    valid until the view after next is requested. Backed by anonymous memory maps, whose
+    pages cost memory only once written: a header that claims a huge tensor costs what the
+    file really holds, not the claim. A size the machine cannot map raises MemoryError.
     """
 
     def __init__(self) -> None:
-        self._bufs = [bytearray(), bytearray()]
+        self._bufs: list[mmap.mmap | bytearray] = [bytearray(), bytearray()]
         self._turn = 0
 
     def view(self, n: int) -> memoryview:
         self._turn ^= 1
         buf = self._bufs[self._turn]
         if len(buf) < n:
-            buf = self._bufs[self._turn] = bytearray(max(n, len(buf) * 5 // 4))
+            size = max(n, len(buf) * 5 // 4)
+            try:
+                buf = self._bufs[self._turn] = _anonymous_map(size)
+            except (OSError, OverflowError):
+                raise MemoryError(f"cannot map {size} bytes") from None
         return memoryview(buf)[:n]
+
+
+def _anonymous_map(size: int) -> mmap.mmap:
+    if hasattr(mmap, "MAP_PRIVATE"):
+        # private, not Python's default shared mapping: shared anonymous pages live in shmem
+        # and fault measurably slower (MiniLM split: 140 ms vs 90 ms)
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return mmap.mmap(-1, size)

@@ -129,7 +129,10 @@ def decode_splice(skeleton: bytes) -> tuple[list[bytes | str], dict[str, object]
     pos = len(_SPLICE_MAGIC)
     (hlen,) = _U32.unpack_from(skeleton, pos)
     pos += 4
-    meta = json.loads(skeleton[pos : pos + hlen])
+    try:
+        meta = json.loads(skeleton[pos : pos + hlen])
+    except RecursionError:
+        raise ValueError("splice skeleton header nested too deeply") from None
     pos += hlen
     segments: list[bytes | str] = []
     for item in meta["layout"]:
