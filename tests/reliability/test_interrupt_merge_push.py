@@ -60,8 +60,14 @@ def test_kill_during_push_to_a_path_remote_loses_nothing(repo: Path, tmp_path: P
     bare = bare_remote(tmp_path)
     git("remote", "add", "origin", str(bare), cwd=repo)
     model = repo / "model.safetensors"
+    make_model(model, seed=9, tensors=24)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "v", cwd=repo)
+    t = time.monotonic()
+    git("push", "-q", "origin", "main", cwd=repo)
+    longest = time.monotonic() - t  # a whole push of one version, hook start included
     killed = 0
-    for i, delay in enumerate(delays(5, KILLS, 1.0)):
+    for i, delay in enumerate(delays(5, KILLS, longest / 2)):
         make_model(model, seed=10 + i, tensors=24)
         git("add", "model.safetensors", cwd=repo)
         git("commit", "-qm", f"v{i}", cwd=repo)
