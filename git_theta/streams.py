@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mmap
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 
 class RawReader(Protocol):
@@ -18,7 +18,8 @@ class ByteSource:
     """
 
     def __init__(self, raw: RawReader | BinaryIO) -> None:
-        self._raw = raw
+        # every binary file object has readinto; typing.BinaryIO just does not declare it
+        self._raw: RawReader = cast(RawReader, raw)
         self._head = bytearray()
         self.position = 0  # bytes handed out so far
 
@@ -26,7 +27,7 @@ class ByteSource:
         got = 0
         n = len(buf)
         while got < n:
-            k = self._raw.readinto(buf[got:])  # type: ignore[arg-type]
+            k = self._raw.readinto(buf[got:])
             if not k:
                 break
             got += k
@@ -72,7 +73,7 @@ class ByteSource:
         chunk = bytearray(1 << 20)
         view = memoryview(chunk)
         while True:
-            k = self._raw.readinto(view)  # type: ignore[arg-type]
+            k = self._raw.readinto(view)
             if not k:
                 break
             out += view[:k]
@@ -90,7 +91,7 @@ class ByteSource:
         self._head.clear()
         chunk = memoryview(bytearray(1 << 20))
         while True:
-            k = self._raw.readinto(chunk)  # type: ignore[arg-type]
+            k = self._raw.readinto(chunk)
             if not k:
                 break
             n += k
