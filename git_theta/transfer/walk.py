@@ -2,9 +2,10 @@
 
 The walk itself is git_theta/reachability.py's, shared with gc and fsck. A push of local
 commits L to a remote whose refs were at O moves the objects of every manifest blob that
-`git rev-list --objects L --not O` lists: blobs new in the pushed range, whatever commit (merge, rebase, history
-made before git-theta was installed) brought them. Manifests are recognised by content
-(their first line), so no `.gitattributes` of any past commit needs to be consulted.
+`git rev-list --objects L --not O` lists: blobs new in the pushed range, whatever commit
+(merge, rebase, history made before git-theta was installed) brought them. Manifests are
+recognised by content (their first line), so no `.gitattributes` of any past commit needs
+to be consulted.
 """
 
 from __future__ import annotations
