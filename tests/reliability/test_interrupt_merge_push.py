@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from tests.conftest import git
 from tests.integration.transfer_helpers import bare_remote, fresh_home, run_git, store_of
 from tests.reliability.helpers import assert_store_sound, delays, make_model, run_and_kill
 
-KILLS = 4
+# more for the long runs: GIT_THETA_KILLS=50 pytest tests/reliability (docs/reliability.md)
+KILLS = int(os.environ.get("GIT_THETA_KILLS", "4"))
 
 
 def _branches(repo: Path) -> dict[str, np.ndarray]:
