@@ -43,6 +43,8 @@ ROOT_NAME = "tensor"
 
 def is_torch_member(name: str) -> bool:
     prefix, sep, rest = name.partition("/")
+    if name.endswith(".npy"):  # an .npz whose key happens to contain "/data/"
+        return False
     return bool(prefix and sep) and (
         rest in RECORDS or rest.startswith("data/") or rest.startswith(".data/")
     )
