@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import pickle
+import struct
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -454,3 +455,45 @@ def test_mutated_pickles_never_escape_as_other_errors() -> None:
         data = rezip(src.fp.getvalue(), lambda n, c, b=bytes(bad): (b, 0) if n == pkl else None)  # type: ignore[union-attr]
         with contextlib.suppress(CheckpointError):
             split(data)
+
+
+def patch_central_directory(data: bytes, member_suffix: str, field: int, value: int) -> bytes:
+    """Overwrite a 4-byte field of one central directory entry (offsets per the zip spec)."""
+    out = bytearray(data)
+    pos = out.index(b"PK\x01\x02")
+    while pos >= 0:
+        name_len, extra_len, comment_len = struct.unpack_from("<HHH", out, pos + 28)
+        name = bytes(out[pos + 46 : pos + 46 + name_len]).decode()
+        if name.endswith(member_suffix):
+            struct.pack_into("<I", out, pos + field, value)
+            return bytes(out)
+        pos = out.find(b"PK\x01\x02", pos + 46 + name_len + extra_len + comment_len)
+    raise AssertionError(f"no member {member_suffix}")
+
+
+COMPRESSED_SIZE, UNCOMPRESSED_SIZE, HEADER_OFFSET = 20, 24, 42
+
+
+def test_a_member_overlapping_the_next_is_refused() -> None:
+    data = saved({"a": torch.zeros(4), "b": torch.ones(4)})
+    for field in (COMPRESSED_SIZE, UNCOMPRESSED_SIZE):
+        data = patch_central_directory(data, "data/0", field, 16 + 4096)
+    with pytest.raises(CheckpointError, match=r"data/0: data runs past the next record"):
+        split(data)
+
+
+def test_a_member_offset_outside_the_file_is_refused() -> None:
+    data = saved({"a": torch.zeros(4)})
+    bad = patch_central_directory(data, "data/0", HEADER_OFFSET, len(data) + 100)
+    with pytest.raises(CheckpointError, match="outside the file"):
+        split(bad)
+
+
+def test_two_members_at_one_offset_are_refused() -> None:
+    data = saved({"a": torch.zeros(4), "b": torch.ones(4)})
+    first = zipfile.ZipFile(io.BytesIO(data)).getinfo(
+        next(n for n in zipfile.ZipFile(io.BytesIO(data)).namelist() if n.endswith("data/0"))
+    )
+    bad = patch_central_directory(data, "data/1", HEADER_OFFSET, first.header_offset)
+    with pytest.raises(CheckpointError, match=r"runs past the next record|overlaps|local header"):
+        split(bad)
