@@ -107,7 +107,10 @@ def tensor_names(loaded: Loaded, names: _Names) -> dict[int, str]:
         if len(keys) >= MAX_DEPTH:
             raise CheckpointError(names.path, f"the pickle nests deeper than {MAX_DEPTH} levels")
         items = obj.items() if isinstance(obj, dict) else enumerate(obj)
-        children = [((*keys, _component(k)), v) for k, v in items]
+        try:
+            children = [((*keys, _component(k)), v) for k, v in items]
+        except RecursionError:
+            raise CheckpointError(names.path, "a dict key in the pickle nests too deeply") from None
         stack.extend(reversed(children))
     for t in loaded.tensors:
         if t.index not in out:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import pickletools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +102,7 @@ UNSUPPORTED_REBUILDS = {
 }
 
 MAX_DIMS = 64
+MAX_TUPLE_DEPTH = 100
 
 
 class _Refused(Exception):
@@ -493,8 +496,58 @@ class _Reader(pickle.Unpickler):
         return result
 
 
+_MARK = -1
+_TUPLE_OPS = {"TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"}
+
+
+def check_tuple_nesting(data: bytes, limit: int = MAX_TUPLE_DEPTH) -> None:
+    """Refuse tuples nested deeper than `limit` before unpickling: CPython 3.11 hashes a
+    tuple recursively without a recursion guard, so a dict key nested a million tuples
+    deep would crash the process. Simulates pickle's stack, tracking tuple depth only."""
+    stack: list[int] = []
+    memo: dict[int, int] = {}
+    for op, arg, _pos in pickletools.genops(data):
+        before, after = op.stack_before, op.stack_after
+        popped: list[int] = []
+        if pickletools.markobject in before:
+            while stack and stack[-1] != _MARK:
+                popped.append(stack.pop())
+            if not stack:
+                raise _Refused(f"pickle opcode {op.name} without a mark")
+            stack.pop()
+            for _ in range(before.index(pickletools.markobject)):
+                popped.append(stack.pop())
+        else:
+            for _ in before:
+                popped.append(stack.pop())
+        if op.name in _TUPLE_OPS:
+            depth = 1 + max(popped, default=0)
+            if depth > limit:
+                raise _Refused(f"the pickle nests tuples deeper than {limit} levels")
+            stack.append(depth)
+        elif op.name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            key = len(memo) if op.name == "MEMOIZE" else int(arg)  # type: ignore[arg-type]
+            memo[key] = stack[-1]
+        elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(int(arg), 0))  # type: ignore[arg-type]
+        elif pickletools.markobject in after:
+            stack.append(_MARK)
+        else:
+            stack.extend(0 for _ in after)
+
+
 def load(data: bytes, path: str | None) -> Loaded:
     """Read a torch pickle into inert descriptions; CheckpointError for anything else."""
+    try:
+        with warnings.catch_warnings():  # genops warns about odd escapes in text opcodes
+            warnings.simplefilter("ignore")
+            check_tuple_nesting(data)
+    except _Refused as exc:
+        raise CheckpointError(path, str(exc)) from None
+    except Exception as exc:  # genops rejects malformed opcodes; a short stack underflows
+        raise CheckpointError(
+            path, f"the pickle in this torch file is malformed ({type(exc).__name__}: {exc})"
+        ) from None
     reader = _Reader(data)
     try:
         root = reader.load()

@@ -497,3 +497,14 @@ def test_two_members_at_one_offset_are_refused() -> None:
     bad = patch_central_directory(data, "data/1", HEADER_OFFSET, first.header_offset)
     with pytest.raises(CheckpointError, match=r"runs past the next record|overlaps|local header"):
         split(bad)
+
+
+@pytest.mark.parametrize("depth", [150, 1_000_000])
+def test_deeply_nested_tuple_keys_are_refused_before_unpickling(depth: int) -> None:
+    # {((((),),),...): 1}: hashing such a key recurses in C without a guard (a crash)
+    pkl = b"\x80\x02}" + b")" + b"\x85" * depth + b"K\x01s."
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+    with pytest.raises(CheckpointError, match="nests tuples deeper than 100 levels"):
+        split(out.getvalue())
