@@ -508,3 +508,23 @@ def test_deeply_nested_tuple_keys_are_refused_before_unpickling(depth: int) -> N
         z.writestr("archive/data.pkl", pkl)
     with pytest.raises(CheckpointError, match="nests tuples deeper than 100 levels"):
         split(out.getvalue())
+
+
+def test_zip64_records_round_trip() -> None:
+    src = zipfile.ZipFile(io.BytesIO(saved({"a": torch.ones(3), "b": torch.arange(5)})))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            with dst.open(info.filename, "w", force_zip64=True) as f:
+                f.write(src.read(info))
+    data = out.getvalue()
+    specs, tensors, skeleton = split(data)
+    assert [s.name for s in specs] == ["a", "b"]
+    assert tensors["b"] == raw(torch.arange(5))
+    assert join_bytes(skeleton, tensors) == data
+
+
+def join_bytes(skeleton: bytes, tensors: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    FMT.join(skeleton, {}, DictPayloads(tensors), out)
+    return out.getvalue()
