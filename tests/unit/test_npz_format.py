@@ -253,3 +253,21 @@ def test_corrupted_bytes_never_escape_as_other_errors() -> None:
                 bad[pos] ^= int(rng.integers(1, 256))
             with contextlib.suppress(CheckpointError):
                 split(bytes(bad))
+
+
+@pytest.mark.parametrize("saver", SAVERS, ids=["stored", "deflated"])
+def test_split_holds_one_array_at_a_time(saver: Callable[..., None], tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "m.npz"
+    rng = np.random.default_rng(0)
+    saver(path, **{f"w{i}": rng.standard_normal(1 << 19) for i in range(12)})  # 48 MB
+    tracemalloc.start()
+    try:
+        with path.open("rb") as f:
+            for _part in FMT.split(ByteSource(f), "m.npz"):
+                pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * (4 << 20) + (3 << 20)  # one 4 MB array (+ buffers), not 48 MB

@@ -528,3 +528,19 @@ def join_bytes(skeleton: bytes, tensors: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     FMT.join(skeleton, {}, DictPayloads(tensors), out)
     return out.getvalue()
+
+
+def test_split_holds_one_storage_at_a_time(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "m.pt"
+    torch.save({f"w{i}": torch.full((1 << 20,), float(i)) for i in range(12)}, path)  # 48 MB
+    tracemalloc.start()
+    try:
+        with path.open("rb") as f:
+            for _part in FMT.split(ByteSource(f), "m.pt"):
+                pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * (4 << 20) + (3 << 20)  # one 4 MB storage (+ copy buffer), not 48 MB
