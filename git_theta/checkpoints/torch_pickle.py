@@ -16,6 +16,7 @@ import io
 import math
 import pickle
 import pickletools
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ UNSUPPORTED_REBUILDS = {
 
 MAX_DIMS = 64
 MAX_TUPLE_DEPTH = 100
+_KEY = re.compile(r"[0-9A-Za-z_]{1,64}")  # torch writes decimal numbers
 
 
 class _Refused(Exception):
@@ -351,7 +353,7 @@ class _Reader(pickle.Unpickler):
         _, typ, key, _location, numel = pid
         if not isinstance(typ, StorageType):
             raise _Refused(f"persistent id names {typ!r:.80}, not a storage type")
-        if not isinstance(key, str) or not 0 < len(key) <= 256:
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
             raise _Refused(f"bad storage key {key!r:.80}")
         numel = _int(numel, f"size of storage {key}")
         if typ.dtype is None and not typ.untyped:

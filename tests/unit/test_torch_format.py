@@ -544,3 +544,9 @@ def test_split_holds_one_storage_at_a_time(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 2 * (4 << 20) + (3 << 20)  # one 4 MB storage (+ copy buffer), not 48 MB
+
+
+def test_a_storage_key_that_is_a_path_is_refused() -> None:
+    st = FakeStorage("../data.pkl", 4)
+    with pytest.raises(CheckpointError, match="bad storage key"):
+        split(handmade({"w": FakeTensor(st, 0, (4,), (1,))}, {"0": bytes(16)}))
