@@ -295,12 +295,8 @@ def _write_deflated(
     else:
         payloads.write(name, sink)
     sink.parts.append(sink.c.flush())
-    h = blake3.blake3()
-    n = 0
-    for p in sink.parts:
-        h.update(p)
-        n += len(p)
-    if n != info["size"] or h.hexdigest() != info["blake3"]:
+    n = sum(len(p) for p in sink.parts)
+    if n != info["size"] or _hash(iter(sink.parts)) != info["blake3"]:
         raise CheckpointError(
             None,
             f"array {name}: deflating it again on this machine (zlib "
@@ -310,6 +306,13 @@ def _write_deflated(
         )
     for p in sink.parts:
         out.write(p)
+
+
+def _hash(chunks: Iterator[bytes]) -> str:
+    h = blake3.blake3()
+    for c in chunks:
+        h.update(c)
+    return str(h.hexdigest())
 
 
 class _Splitter:
@@ -406,7 +409,7 @@ class _Splitter:
                 "level": LEVEL,
                 "header": raw[:total].hex(),
                 "size": m.compress_size,
-                "blake3": blake3.blake3(self.arc.read(m.data_start, m.data_end)).hexdigest(),
+                "blake3": _hash(self.arc.chunks(m.data_start, m.data_end)),
                 "zlib": zlib.ZLIB_RUNTIME_VERSION,
             }
         return self._tensor(name, npy, view)
