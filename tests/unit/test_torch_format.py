@@ -550,3 +550,10 @@ def test_a_storage_key_that_is_a_path_is_refused() -> None:
     st = FakeStorage("../data.pkl", 4)
     with pytest.raises(CheckpointError, match="bad storage key"):
         split(handmade({"w": FakeTensor(st, 0, (4,), (1,))}, {"0": bytes(16)}))
+
+
+def test_whole_modules_and_numpy_objects_are_refused_by_name() -> None:
+    with pytest.raises(CheckpointError, match=r"torch\.nn\.modules\.linear\.Linear"):
+        split(saved(torch.nn.Linear(2, 2)))
+    with pytest.raises(CheckpointError, match=r"refuses to load code.*numpy"):
+        split(saved({"w": torch.zeros(2), "rng": np.random.get_state()}))
