@@ -138,3 +138,19 @@ class _Evil:
         import os
 
         return (os.system, (f"touch {self.marker}",))
+
+
+def test_bf16_tied_weights_stay_tied(repo: Path) -> None:
+    emb = torch.nn.Embedding(64, 8).to(torch.bfloat16)
+    head = torch.nn.Linear(8, 64, bias=False).to(torch.bfloat16)
+    head.weight = emb.weight
+    sd = torch.nn.ModuleDict({"emb": emb, "head": head}).state_dict()
+    torch.save(sd, repo / "tied.pt")
+    original = (repo / "tied.pt").read_bytes()
+    assert commit_remove_checkout(repo, "tied.pt") == original
+    entries = manifest_entries(repo, "HEAD:tied.pt")
+    assert list(entries) == ["emb.weight"]
+    assert (entries["emb.weight"]["dtype"], entries["emb.weight"]["shape"]) == ("BF16", [64, 8])
+    back = torch.load(repo / "tied.pt", weights_only=True)
+    assert_same(sd, back)
+    assert back["emb.weight"].data_ptr() == back["head.weight"].data_ptr()
