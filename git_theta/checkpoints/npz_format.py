@@ -38,8 +38,10 @@ from git_theta.checkpoints.base import (
     SkeletonPart,
     TensorPart,
     TensorSpec,
+    check_splice_specs,
     decode_splice,
     encode_splice,
+    splice_specs,
 )
 from git_theta.errors import CheckpointError
 from git_theta.streams import ByteSource, ReusableBuffer
@@ -257,6 +259,7 @@ class NpzFormat(CheckpointFormat):
         self, skeleton: bytes, specs: Mapping[str, TensorSpec], payloads: Payloads, out: Sink
     ) -> None:
         segments, extra = decode_splice(skeleton)
+        check_splice_specs(extra.get("specs"), specs)
         convert: dict[str, Any] = dict(extra.get("convert", {}))  # type: ignore[call-overload]
         deflate: dict[str, Any] = dict(extra.get("deflate", {}))  # type: ignore[call-overload]
         payloads.prefetch([s for s in segments if isinstance(s, str)])
@@ -324,6 +327,7 @@ class _Splitter:
         self.convert: dict[str, list[Any]] = {}
         self.deflate: dict[str, dict[str, Any]] = {}
         self.buf = ReusableBuffer()
+        self.specs: list[TensorSpec] = []
 
     def _cut(self, start: int, name: str, resume: int) -> None:
         self.literal += start - self.pos
@@ -351,7 +355,7 @@ class _Splitter:
         if self.literal > MAX_LITERAL:
             raise CheckpointError(self.path, f"holds over {MAX_LITERAL} bytes outside its arrays")
         self.segments.append(self.arc.read(self.pos, self.arc.size))
-        extra: dict[str, object] = {}
+        extra: dict[str, object] = {"specs": splice_specs(self.specs)}
         if self.convert:
             extra["convert"] = self.convert
         if self.deflate:
@@ -372,6 +376,7 @@ class _Splitter:
     def _tensor(self, name: str, npy: Npy, view: memoryview) -> TensorPart:
         assert npy.dtype is not None
         spec = TensorSpec(name, npy.dtype, npy.shape)
+        self.specs.append(spec)
         if npy.converted:
             self.convert[name] = [npy.descr, npy.fortran, list(npy.shape)]
             return TensorPart(spec, to_tensor_bytes(view, npy, npy.dtype))

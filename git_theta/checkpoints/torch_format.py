@@ -24,9 +24,11 @@ from git_theta.checkpoints.base import (
     SkeletonPart,
     TensorPart,
     TensorSpec,
+    check_splice_specs,
     decode_splice,
     encode_splice,
     join_splice,
+    splice_specs,
 )
 from git_theta.checkpoints.torch_pickle import Loaded, StorageRef, TensorRef
 from git_theta.errors import CheckpointError
@@ -186,7 +188,8 @@ class TorchFormat(CheckpointFormat):
     def join(
         self, skeleton: bytes, specs: Mapping[str, TensorSpec], payloads: Payloads, out: Sink
     ) -> None:
-        segments, _extra = decode_splice(skeleton)
+        segments, extra = decode_splice(skeleton)
+        check_splice_specs(extra.get("specs"), specs)
         join_splice(segments, payloads, out)
 
 
@@ -229,7 +232,8 @@ def _split_archive(arc: ziparchive.Archive, path: str | None) -> Iterator[Part]:
     if arc.size - pos + literal > MAX_LITERAL:
         raise CheckpointError(path, f"holds over {MAX_LITERAL} bytes outside its tensors")
     segments.append(arc.read(pos, arc.size))
-    yield SkeletonPart(encode_splice(segments))
+    extra = {"specs": splice_specs(list(params.values()))}
+    yield SkeletonPart(encode_splice(segments, extra))
 
 
 def _check_storage_member(

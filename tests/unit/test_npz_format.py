@@ -271,3 +271,10 @@ def test_split_holds_one_array_at_a_time(saver: Callable[..., None], tmp_path: P
     finally:
         tracemalloc.stop()
     assert peak < 2 * (4 << 20) + (3 << 20)  # one 4 MB array (+ buffers), not 48 MB
+
+
+@pytest.mark.parametrize("saver", SAVERS, ids=["stored", "deflated"])
+def test_join_refuses_a_dtype_the_header_does_not_describe(saver: Callable[..., None]) -> None:
+    _, tensors, skeleton = split(saved(saver, w=np.zeros(4, np.float32)))
+    with pytest.raises(CheckpointError, match=r"w is I32\[4\] in the manifest"):
+        FMT.join(skeleton, {"w": TensorSpec("w", "I32", (4,))}, DictPayloads(tensors), io.BytesIO())

@@ -557,3 +557,11 @@ def test_whole_modules_and_numpy_objects_are_refused_by_name() -> None:
         split(saved(torch.nn.Linear(2, 2)))
     with pytest.raises(CheckpointError, match=r"refuses to load code.*numpy"):
         split(saved({"w": torch.zeros(2), "rng": np.random.get_state()}))
+
+
+def test_join_refuses_a_shape_the_pickle_does_not_describe() -> None:
+    specs, tensors, skeleton = split(saved({"w": torch.zeros(2, 3)}))
+    wrong = {"w": TensorSpec("w", "F32", (3, 2))}
+    with pytest.raises(CheckpointError, match=r"w is F32\[3, 2\] in the manifest.*F32\[2, 3\]"):
+        FMT.join(skeleton, wrong, DictPayloads(tensors), io.BytesIO())
+    FMT.join(skeleton, {s.name: s for s in specs}, DictPayloads(tensors), io.BytesIO())
