@@ -110,6 +110,20 @@ class ObjectCorruptError(ObjectError):
         )
 
 
+class StoreWriteError(GitThetaError):
+    """The store could not be written (disk full, permissions); nothing was published."""
+
+    def __init__(self, where: str, exc: OSError) -> None:
+        self.where = where
+        self.errno = exc.errno
+        reason = exc.strerror or str(exc)
+        super().__init__(
+            f"cannot write to the git-theta store at {where}: {reason}",
+            hint="free some space (or fix permissions) and run the command again; "
+            "nothing was changed",
+        )
+
+
 class GitError(GitThetaError):
     """A git command that failed."""
 
@@ -132,6 +146,23 @@ class UpdateError(GitThetaError):
 
 class MergeError(GitThetaError):
     """A merge that cannot be completed as asked."""
+
+
+class MergeConflictError(MergeError):
+    """Parameters changed differently on both sides, and nothing chose how to merge them."""
+
+    def __init__(self, path: str, params: list[str], *, aborted: bool = False) -> None:
+        self.path = path
+        self.params = params
+        shown = ", ".join(params[:20]) + (
+            f" (and {len(params) - 20} more)" if len(params) > 20 else ""
+        )
+        why = "merge aborted" if aborted else "no merge strategy chosen"
+        super().__init__(
+            f"{path}: {why} for {len(params)} conflicting parameter(s): {shown}",
+            hint=f"resolve with `git theta resolve {path} --strategy NAME` (e.g. average), "
+            f"or export the three versions with `git theta resolve {path} --export DIR`",
+        )
 
 
 class TransferError(GitThetaError):

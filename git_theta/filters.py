@@ -17,6 +17,7 @@ from git_theta.errors import CheckpointError, GitThetaError, ObjectCorruptError,
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store
 from git_theta.streams import ByteSource
+from git_theta.updates import choose
 from git_theta.updates.base import Record, UpdateType, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
 
@@ -105,7 +106,7 @@ def clean(
             if old is not None and (old.hash, old.dtype, old.shape) == (h, spec.dtype, spec.shape):
                 entries.append(old)
             else:
-                record = _store_dense(txn, data, spec, h, st)
+                record = choose.store_changed(txn, data, spec, h, old, st)
                 entries.append(Entry(spec.name, spec.dtype, spec.shape, h, record))
             st.params += 1
             st.bytes_in += len(data)

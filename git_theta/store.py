@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from git_theta.errors import ObjectCorruptError, ObjectMissingError
+from git_theta.errors import ObjectCorruptError, ObjectMissingError, StoreWriteError
 
 OID_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -47,21 +47,32 @@ class ObjectWriter:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        store.tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=store.tmp, prefix="obj-")
+        self._done = False
+        try:
+            store.tmp.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=store.tmp, prefix="obj-")
+        except OSError as exc:
+            raise StoreWriteError(str(store.tmp), exc) from None
         self._path = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
         self._hash = hashlib.sha256()
         self.size = 0
-        self._done = False
 
     def write(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            self.abort()
+            raise StoreWriteError(str(self._store.root), exc) from None
         self.size += len(data)
 
     def commit(self) -> StoredObject:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.abort()
+            raise StoreWriteError(str(self._store.root), exc) from None
         oid = self._hash.hexdigest()
         self._done = True
         if self._store.has(oid):
@@ -74,10 +85,11 @@ class ObjectWriter:
 
     def abort(self) -> None:
         if not self._done:
-            self._file.close()
+            self._done = True
+            with contextlib.suppress(OSError):
+                self._file.close()
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
-            self._done = True
 
 
 class Store:
@@ -109,9 +121,12 @@ class Store:
         if final.exists():
             tmp.unlink()
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, final)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise StoreWriteError(str(final.parent), exc) from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Store]:
@@ -230,6 +245,11 @@ class Store:
         if self.staged is not None:
             self._staged_map.append((raw_hash, kind, obj))
             return
+        # the map is only a cache: failing to extend it (disk full) must not fail the command
+        with contextlib.suppress(OSError):
+            self._remember(raw_hash, kind, obj)
+
+    def _remember(self, raw_hash: str, kind: str, obj: StoredObject) -> None:
         p = self._rawmap_path(raw_hash)
         p.parent.mkdir(parents=True, exist_ok=True)
         line = f"{kind} {obj.oid} {obj.size}\n"

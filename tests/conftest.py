@@ -46,6 +46,8 @@ def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.delenv("GIT_WORK_TREE", raising=False)
     monkeypatch.delenv("GIT_THETA_SKIP_SMUDGE", raising=False)
     monkeypatch.setenv("GIT_THETA_NO_PROGRESS", "1")
+    # the merge menu would open the developer's terminal; the pty tests unset this
+    monkeypatch.setenv("GIT_THETA_NO_TTY", "1")
     # the code under test is this checkout, whatever is installed
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     (home / ".gitconfig").write_text(

@@ -82,6 +82,16 @@ class CheckpointFormat(ABC):
     ) -> None:
         """Write the checkpoint rebuilt from its skeleton and tensors to `out`."""
 
+    def respec(self, skeleton: bytes, specs: Mapping[str, TensorSpec]) -> bytes:
+        """A skeleton for the same file holding exactly the tensors `specs` describe.
+
+        Used by the merge driver when a merge adds, removes, or changes the dtype or shape
+        of parameters. The result must be what `split` would produce for the file that
+        `join` writes from it. Formats that cannot do this raise NotImplementedError, and
+        the merge stops with a clear error instead.
+        """
+        raise NotImplementedError
+
 
 # -- splice skeletons --------------------------------------------------------------------------
 #

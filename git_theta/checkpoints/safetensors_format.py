@@ -139,3 +139,30 @@ class SafetensorsFormat(CheckpointFormat):
     ) -> None:
         segments, _extra = decode_splice(skeleton)
         join_splice(segments, payloads, out)
+
+    def respec(self, skeleton: bytes, specs: Mapping[str, TensorSpec]) -> bytes:
+        """The header rewritten for `specs`: kept tensors keep their order, added ones follow
+        sorted by name, offsets recomputed, `__metadata__` kept, padded to 8 bytes with
+        spaces as the safetensors library does."""
+        segments, _extra = decode_splice(skeleton)
+        head = segments[0]
+        if not isinstance(head, bytes) or len(head) < 8:
+            raise ValueError("safetensors skeleton does not start with its header")
+        old = json.loads(head[8:].decode("utf-8"))
+        order = [n for n in old if n != "__metadata__" and n in specs]
+        order += sorted(set(specs) - set(order))
+        header: dict[str, Any] = {}
+        if "__metadata__" in old:
+            header["__metadata__"] = old["__metadata__"]
+        pos = 0
+        for name in order:
+            spec = specs[name]
+            header[name] = {
+                "dtype": spec.dtype,
+                "shape": list(spec.shape),
+                "data_offsets": [pos, pos + spec.nbytes],
+            }
+            pos += spec.nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        return encode_splice([struct.pack("<Q", len(raw)) + raw, *order])

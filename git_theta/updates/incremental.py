@@ -1,0 +1,140 @@
+"""What incremental records share: the nested base, chain depth, candidate encodings and the
+small arrays (indices, factors, vectors) they keep as store objects.
+
+An incremental record is `{"type": ..., "base": <the base's whole record>, ...}`: the base is
+named by content, so rebase, cherry-pick, squash and filter-branch cannot break a chain.
+Arrays live in store objects named by `<key>_oid` / `<key>_size` pairs; records stay small
+JSON. Encoding is deterministic: the same value against the same base gives the same record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from git_theta import codec, dtypes, parallel
+from git_theta.errors import ObjectCorruptError, UpdateError
+from git_theta.store import Store
+from git_theta.updates.base import Record, Resolver, ValueSpec
+
+# Unsigned integer views of each item size, for bit-exact comparisons and deltas.
+UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def depth(record: Record) -> int:
+    """How many incremental records stand between this one and its dense keyframe."""
+    n = 0
+    r: Any = record
+    while isinstance(r, Mapping) and isinstance(r.get("base"), Mapping):
+        n += 1
+        r = r["base"]
+    return n
+
+
+def encode_bytes(data: bytes | memoryview, group: int) -> bytes:
+    """`codec.encode`, with the chunks compressed on the thread pool (large values)."""
+    view = memoryview(data).cast("B")
+    frames = parallel.ordered_map(lambda c: codec.encode_chunk(c, group), codec.chunks(view, group))
+    return codec.header(len(view), group) + b"".join(frames)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way of storing a value: a record missing only its object ids, and the objects.
+
+    `objects` maps a key prefix to encoded bytes: "" becomes `oid`/`size`, "indices" becomes
+    `indices_oid`/`indices_size`. `cost` is what storing it would add: objects plus the
+    record's own text, which every later manifest line carries (nested bases grow it).
+    """
+
+    record: Mapping[str, Any]
+    objects: Mapping[str, bytes] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> int:
+        text = json.dumps(self.record, separators=(",", ":"))
+        return sum(len(b) for b in self.objects.values()) + len(text) + 90 * len(self.objects)
+
+    def commit(self, store: Store) -> tuple[dict[str, Any], int, int]:
+        """Write the objects; (the full record, new objects, new bytes)."""
+        rec = dict(self.record)
+        new_objects = new_bytes = 0
+        for key, blob in sorted(self.objects.items()):
+            existed = store.has(hashlib.sha256(blob).hexdigest())
+            obj = store.put(blob)  # write-once: an existing object is not written again
+            if not existed:
+                new_objects += 1
+                new_bytes += obj.size
+            prefix = f"{key}_" if key else ""
+            rec[prefix + "oid"] = obj.oid
+            rec[prefix + "size"] = obj.size
+        return rec, new_objects, new_bytes
+
+
+def load_array(
+    store: Store, record: Record, key: str, dtype: str, count: int, spec: ValueSpec
+) -> np.ndarray:
+    """The flat array of `count` `dtype` items held by object `<key>_oid` (verified)."""
+    oid = object_id(record, f"{key}_oid", spec)
+    want = count * dtypes.get(dtype).itemsize
+    blob = store.read(oid, param=spec.name, path=spec.path)
+    try:
+        dec = codec.Decoder(blob)
+        if dec.size != want:
+            raise codec.CodecError(f"holds {dec.size} bytes, the record needs {want}")
+        raw = b"".join(bytes(c) for c in dec)
+    except codec.CodecError as exc:
+        raise ObjectCorruptError(oid, str(exc), param=spec.name, path=spec.path) from None
+    return np.frombuffer(raw, dtype=np.dtype(UINT[dtypes.get(dtype).itemsize]))
+
+
+def load_value_bytes(
+    store: Store, record: Record, key: str, dtype: str, shape: tuple[int, ...], spec: ValueSpec
+) -> bytes:
+    """The raw bytes of a small tensor (factor, vector) kept in object `<key>_oid`."""
+    arr = load_array(store, record, key, dtype, dtypes.numel(shape), spec)
+    return arr.tobytes()
+
+
+def base_shape(record: Record, spec: ValueSpec) -> tuple[int, ...]:
+    """The shape of the record's base: `base_shape` when the record changes it."""
+    shape = record.get("base_shape", list(spec.shape))
+    if (
+        not isinstance(shape, list)
+        or len(shape) > 64
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or dtypes.numel(tuple(shape)) > dtypes.MAX_ELEMENTS
+    ):
+        raise UpdateError(f"{spec.name}: bad base_shape in {record.get('type')} record")
+    return tuple(shape)
+
+
+def base_bytes(record: Record, spec: ValueSpec, resolve: Resolver) -> bytes:
+    """The rebuilt value of the record's base, which has the shape the record says."""
+    base = record.get("base")
+    if not isinstance(base, Mapping):
+        raise UpdateError(f"{spec.name}: {record.get('type')} record has no base record")
+    shape = base_shape(record, spec)
+    return resolve(base, ValueSpec(spec.name, spec.dtype, shape, spec.path))
+
+
+def object_id(record: Record, key: str, spec: ValueSpec) -> str:
+    oid = record.get(key)
+    if not isinstance(oid, str):
+        raise UpdateError(f"{spec.name}: {record.get('type')} record lacks {key}")
+    return oid
+
+
+def check_size(data: bytes | memoryview, spec: ValueSpec, what: str) -> None:
+    want = dtypes.nbytes(spec.dtype, spec.shape)
+    if len(data) != want:
+        raise UpdateError(
+            f"{spec.name}: {what} has {len(data)} bytes, {spec.dtype}{list(spec.shape)} "
+            f"needs {want}",
+            hint="the manifest or the store is damaged; `git theta fsck`",
+        )

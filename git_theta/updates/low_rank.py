@@ -1,0 +1,129 @@
+"""`low-rank`: W = base + scale * B @ A, the shape of a LoRA update.
+
+Record: {"type": "low-rank", "base": {...}, "rank": r, "factor_dtype": "F32", "scale": s,
+"transpose": false, "a_oid", "a_size", "b_oid", "b_size"}. A is (r, in) and B is (out, r)
+for a weight of shape (out, in); with "transpose" (PEFT's fan_in_fan_out, GPT-2's Conv1D)
+the weight is (in, out) and receives (B @ A) transposed. `scale` is a JSON number (Python's
+float repr round-trips exactly).
+
+The arithmetic is pinned down so every machine rebuilds the same bits: no BLAS (whose
+summation order depends on the CPU and thread count). The product is accumulated rank by
+rank in float64 with plain element-wise numpy operations (each IEEE-rounded, no FMA
+contraction), scaled, added to the base widened to float64, and rounded once to the
+parameter's dtype. `git theta add --update-type low-rank` writes the working tree through
+this same function, so what was added is what every checkout rebuilds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from git_theta import dtypes
+from git_theta.errors import UpdateError
+from git_theta.store import Store
+from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
+from git_theta.updates.incremental import (
+    Candidate,
+    base_bytes,
+    check_size,
+    encode_bytes,
+    load_value_bytes,
+)
+
+BLOCK_ELEMENTS = 1 << 22  # float64 scratch per block: 32 MiB
+
+
+def factor_shapes(
+    shape: tuple[int, ...], rank: int, transpose: bool
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Shapes of A and B for a weight of `shape`."""
+    out, inp = (shape[1], shape[0]) if transpose else (shape[0], shape[1])
+    return (rank, inp), (out, rank)
+
+
+def apply_low_rank(
+    base: bytes | memoryview,
+    dtype: str,
+    shape: tuple[int, ...],
+    a: np.ndarray,
+    b: np.ndarray,
+    scale: float,
+    transpose: bool = False,
+) -> bytes:
+    """The raw bytes of base + scale * B @ A (transposed if asked), bit-reproducible."""
+    w = dtypes.to_float(base, dtype, shape)
+    if transpose:
+        w = w.T
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    rank = a64.shape[0]
+    out = np.empty(w.shape, dtype=np.float64)
+    cols = max(1, w.shape[1])
+    step = max(1, BLOCK_ELEMENTS // cols)
+    for start in range(0, w.shape[0], step):
+        stop = min(w.shape[0], start + step)
+        acc = np.zeros((stop - start, w.shape[1]), dtype=np.float64)
+        for k in range(rank):
+            acc += b64[start:stop, k : k + 1] * a64[k : k + 1, :]
+        acc *= scale
+        acc += w[start:stop]
+        out[start:stop] = acc
+    if transpose:
+        out = out.T
+    return dtypes.from_float(np.ascontiguousarray(out), dtype)
+
+
+class LowRankUpdate(UpdateType):
+    name = "low-rank"
+
+    @staticmethod
+    def candidate(
+        base_record: Record,
+        a: bytes,
+        b: bytes,
+        factor_dtype: str,
+        rank: int,
+        scale: float,
+        transpose: bool,
+    ) -> Candidate:
+        group = dtypes.get(factor_dtype).itemsize
+        record = {
+            "type": "low-rank",
+            "base": base_record,
+            "rank": rank,
+            "factor_dtype": factor_dtype,
+            "scale": float(scale),
+            "transpose": bool(transpose),
+        }
+        return Candidate(record, {"a": encode_bytes(a, group), "b": encode_bytes(b, group)})
+
+    def chunks(
+        self, record: Record, spec: ValueSpec, store: Store, resolve: Resolver
+    ) -> Iterator[bytes | memoryview]:
+        rank, fdt, scale = record.get("rank"), record.get("factor_dtype"), record.get("scale")
+        transpose = record.get("transpose", False)
+        if (
+            len(spec.shape) != 2
+            or not isinstance(rank, int)
+            or rank < 1
+            or fdt not in dtypes.DTYPES
+            or not dtypes.get(str(fdt)).is_float
+            or not isinstance(scale, (int, float))
+            or not isinstance(transpose, bool)
+        ):
+            raise UpdateError(f"{spec.name}: low-rank record is malformed")
+        a_shape, b_shape = factor_shapes(spec.shape, rank, transpose)
+        a = load_value_bytes(store, record, "a", str(fdt), a_shape, spec)
+        b = load_value_bytes(store, record, "b", str(fdt), b_shape, spec)
+        base = base_bytes(record, spec, resolve)
+        check_size(base, spec, "the low-rank record's base")
+        yield apply_low_rank(
+            base,
+            spec.dtype,
+            spec.shape,
+            dtypes.to_float(a, str(fdt), a_shape),
+            dtypes.to_float(b, str(fdt), b_shape),
+            float(scale),
+            transpose,
+        )

@@ -1,0 +1,134 @@
+"""Large checkpoints are written by git-theta itself, not through git's in-memory buffer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from tests.conftest import git, theta
+
+
+def _model(path: Path, seed: int, n: int = 4, rows: int = 256) -> bytes:
+    rng = np.random.default_rng(seed)
+    save_file(
+        {f"w{i}": rng.normal(0, 0.02, (rows, 512)).astype(np.float32) for i in range(n)}, str(path)
+    )
+    return path.read_bytes()
+
+
+@pytest.fixture
+def always_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_THETA_DIRECT_CHECKOUT", "always")
+
+
+def _clean(repo: Path) -> None:
+    assert git("status", "--porcelain", cwd=repo).stdout == ""
+
+
+@pytest.mark.usefixtures("always_direct")
+def test_checkout_switch_reset_stash_write_the_real_file(repo: Path) -> None:
+    model = repo / "model.safetensors"
+    v1 = _model(model, 1)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    git("switch", "-qc", "other", cwd=repo)
+    v2 = _model(model, 2)
+    git("commit", "-qam", "v2", cwd=repo)
+
+    git("switch", "-q", "main", cwd=repo)
+    assert model.read_bytes() == v1
+    _clean(repo)
+    git("checkout", "-q", "other", "--", "model.safetensors", cwd=repo)
+    assert model.read_bytes() == v2
+    git("reset", "-q", "--hard", cwd=repo)
+    assert model.read_bytes() == v1
+    _clean(repo)
+    _model(model, 3)
+    git("stash", "-q", cwd=repo)
+    assert model.read_bytes() == v1
+    _clean(repo)
+    git("stash", "pop", "-q", cwd=repo)
+    assert model.read_bytes() == _model(repo / "scratch.bin", 3)
+    (repo / "scratch.bin").unlink()
+
+
+@pytest.mark.usefixtures("always_direct")
+def test_clone_and_worktree_get_real_files(repo: Path, tmp_path: Path) -> None:
+    model = repo / "model.safetensors"
+    v1 = _model(model, 4)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    wt = tmp_path / "wt"
+    git("worktree", "add", "-q", str(wt), "-b", "wt", cwd=repo)
+    assert (wt / "model.safetensors").read_bytes() == v1
+    _clean(wt)
+
+
+def test_threshold_picks_which_files_go_direct(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = _model(repo / "small.safetensors", 5, n=1, rows=16)  # 32 KiB
+    big = _model(repo / "big.safetensors", 6, n=2, rows=256)  # 1 MiB
+    git("add", ".", cwd=repo)
+    git("commit", "-qm", "two", cwd=repo)
+    monkeypatch.setenv("GIT_THETA_DIRECT_CHECKOUT", "100k")
+    for p in ("small.safetensors", "big.safetensors"):
+        (repo / p).unlink()
+    git("checkout", "--", ".", cwd=repo)
+    assert (repo / "small.safetensors").read_bytes() == small
+    assert (repo / "big.safetensors").read_bytes() == big
+    _clean(repo)
+
+
+def test_interrupted_direct_checkout_is_finished_by_git_theta_checkout(repo: Path) -> None:
+    model = repo / "model.safetensors"
+    v1 = _model(model, 7)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    model.unlink()
+    # a checkout that left the manifest in place, as a skip-smudge checkout does
+    git("checkout", "--", "model.safetensors", cwd=repo, env={"GIT_THETA_SKIP_SMUDGE": "1"})
+    assert model.read_bytes().startswith(b"git-theta-manifest")
+    out = theta("checkout", cwd=repo).stdout
+    assert "checked out model.safetensors" in out
+    assert model.read_bytes() == v1
+    _clean(repo)
+
+
+PEAK = """
+import resource, subprocess, sys
+r = subprocess.run(["git", "checkout", "--", "model.safetensors"], capture_output=True)
+sys.stderr.write(r.stderr.decode())
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+sys.exit(r.returncode)
+"""
+
+
+def _checkout_peak(repo: Path, mode: str) -> int:
+    (repo / "model.safetensors").unlink()
+    env = {**os.environ, "GIT_THETA_DIRECT_CHECKOUT": mode}
+    res = subprocess.run(
+        [sys.executable, "-c", PEAK], cwd=repo, capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 0, res.stderr
+    return int(res.stdout.strip())
+
+
+def test_direct_checkout_bounds_memory(repo: Path) -> None:
+    """git buffers a whole smudged file; the direct path holds about one tensor."""
+    model = repo / "model.safetensors"
+    expected = _model(model, 8, n=16, rows=4096)  # 16 tensors of 8 MiB: 128 MiB
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "big", cwd=repo)
+    buffered = _checkout_peak(repo, "never")
+    assert model.read_bytes() == expected
+    direct = _checkout_peak(repo, "always")
+    assert model.read_bytes() == expected
+    _clean(repo)
+    size = len(expected)
+    assert buffered > size, "git should hold the whole file when it does the writing"
+    assert direct < buffered - size // 2, (direct, buffered)
