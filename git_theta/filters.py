@@ -16,7 +16,7 @@ from git_theta.checkpoints.base import CheckpointFormat, Sink, SkeletonPart, Ten
 from git_theta.errors import CheckpointError, GitThetaError, ObjectCorruptError, UnknownFormatError
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store
-from git_theta.streams import ByteSource
+from git_theta.streams import ByteSource, spool_dir
 from git_theta.updates import choose
 from git_theta.updates.base import Record, UpdateType, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
@@ -95,7 +95,7 @@ def clean(
     entries: list[Entry] = []
     skeleton: bytes | None = None
     before = previous.by_name() if previous is not None else {}
-    with store.transaction() as txn:
+    with store.transaction() as txn, spool_dir(store.tmp):
         for part in fmt.split(src, path):
             if isinstance(part, SkeletonPart):
                 skeleton = part.data

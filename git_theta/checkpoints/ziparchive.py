@@ -10,7 +10,6 @@ Formats splice member payloads out of the file and keep every other byte verbati
 from __future__ import annotations
 
 import struct
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from git_theta.errors import CheckpointError
-from git_theta.streams import ByteSource
+from git_theta.streams import ByteSource, spool_file
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header, 30 bytes
 _LOCAL_SIG = 0x04034B50
@@ -167,8 +166,8 @@ class Archive:
 
 @contextmanager
 def spooled(src: ByteSource, path: str | None) -> Iterator[Archive]:
-    """The rest of `src` copied to an unlinked temporary file and opened as a zip archive."""
-    with tempfile.TemporaryFile(prefix="git-theta-") as tmp:
+    """The rest of `src` copied to an unlinked spool file and opened as a zip archive."""
+    with spool_file() as tmp:
         size = _copy(src, tmp)
         tmp.flush()
         yield Archive(tmp, size, path)
