@@ -29,9 +29,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# plain git vs Git LFS vs git-theta; BENCH_ARGS=--quick for MiniLM only
+bench: setup
+	$(BIN)/python benchmarks/bench_store.py $(BENCH_ARGS)
+
 lint: setup
-	$(BIN)/ruff check git_theta tests benchmarks
-	$(BIN)/ruff format --check git_theta tests benchmarks
+	$(BIN)/ruff check git_theta tests benchmarks demo
+	$(BIN)/ruff format --check git_theta tests benchmarks demo
 	$(BIN)/mypy
 
 clean-venv:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from git_theta import __version__, attributes, filters, git, manifest, materialize
-from git_theta.errors import GitThetaError
+from git_theta.errors import GitThetaError, UnknownFormatError
 from git_theta.store import Store
 from git_theta.streams import ByteSource
 
@@ -98,6 +98,9 @@ def install(scope: str) -> None:
         "filter.theta.required": "true",
         "merge.theta.name": "git-theta per-parameter merge",
         "merge.theta.driver": f"{cmd} merge-driver %O %A %B %P",
+        # per-parameter diffs: the command in git diff, textconv in git log -p / git show
+        "diff.theta.command": f"{cmd} diff-driver",
+        "diff.theta.textconv": f"{cmd} textconv",
     }
     for key, value in settings.items():
         git.config_set(key, value, scope=scope)
@@ -182,7 +185,12 @@ def smudge(path: str | None) -> None:
 
 
 def skip_smudge() -> bool:
-    return os.environ.get("GIT_THETA_SKIP_SMUDGE", "") not in ("", "0", "false")
+    if os.environ.get("GIT_THETA_SKIP_SMUDGE", "") not in ("", "0", "false"):
+        return True
+    # git diff / log -p / show smudge only to feed the diff driver, which wants the manifest
+    from git_theta import invoker
+
+    return invoker.diff_context()
 
 
 @main.command("filter-process", hidden=True)
@@ -246,13 +254,7 @@ def checkout_cmd(paths: tuple[str, ...]) -> None:
 
 def tracked_paths() -> list[str]:
     """Files in the index whose `filter` attribute is theta."""
-    listed = git.run("ls-files", "-z").split(b"\0")
-    names = [n.decode() for n in listed if n]
-    if not names:
-        return []
-    out = git.run("check-attr", "-z", "--stdin", "filter", input="\0".join(names).encode())
-    fields = out.split(b"\0")
-    return [fields[i].decode() for i in range(0, len(fields) - 2, 3) if fields[i + 2] == b"theta"]
+    return git.theta_paths(git.lines_z("ls-files", "-z"))
 
 
 # -- merging -----------------------------------------------------------------------------------
@@ -364,3 +366,263 @@ def add(
         click.echo(f"{rel}: staged with Fisher information for {n} parameter(s)")
     if update_type is None and fisher_path is None:
         git.add(str(path))
+
+
+# -- inspecting: diff, log, show, ls-files, status; upkeep: gc, fsck -------------------------
+
+
+def _human(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+def _echo_json(obj: object) -> None:
+    import json
+
+    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+def _is_rev(arg: str) -> bool:
+    if Path(arg).exists():
+        return False
+    return any(git.rev_parse(r) is not None for r in arg.split("..") if r) or arg in ("..", "...")
+
+
+@main.command("diff")
+@click.argument("args", nargs=-1)
+@click.option("--cached", "--staged", "cached", is_flag=True, help="Compare the index with REV.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--params", "patterns", multiple=True, metavar="PATTERN", help="Only parameters matching "
+    "this fnmatch pattern (repeatable)."
+)  # fmt: skip
+def diff_cmd(args: tuple[str, ...], cached: bool, as_json: bool, patterns: tuple[str, ...]) -> None:
+    """Per-parameter diff: [REV [REV]] [-- PATH...], revisions as in `git diff`."""
+    from git_theta import diff, versions
+
+    argv = list(args)
+    if "--" in sys.argv[1:]:
+        # click drops the "--"; what followed it in our own argv are the paths
+        n_paths = len(sys.argv) - 1 - sys.argv.index("--")
+        revs, paths = argv[: len(argv) - n_paths], argv[len(argv) - n_paths :]
+    else:
+        # as git does without "--": leading revisions, then paths
+        n_revs = 0
+        while n_revs < len(argv) and _is_rev(argv[n_revs]):
+            n_revs += 1
+        revs, paths = argv[:n_revs], argv[n_revs:]
+    top = git.toplevel()
+    store = open_store()
+    diffs = versions.diff_revisions(
+        store,
+        top,
+        revs,
+        cached=cached,
+        pathspecs=versions.top_pathspecs(paths),
+        patterns=patterns,
+    )
+    if as_json:
+        _echo_json({"files": [diff.to_json(d) for d in diffs]})
+        return
+    for d in diffs:
+        click.echo(diff.render(d), nl=False)
+
+
+@main.command("diff-driver", hidden=True)
+@click.argument("args", nargs=-1)
+def diff_driver(args: tuple[str, ...]) -> None:
+    """git's external diff command (diff.theta.command): PATH OLD OLD-HEX OLD-MODE NEW ..."""
+    from git_theta import diff
+    from git_theta import diff_driver as driver
+
+    if len(args) == 1:  # an unmerged path: git has nothing to compare yet
+        click.echo(f"theta diff {args[0]}: unmerged")
+        return
+    if len(args) < 7:
+        raise GitThetaError(f"diff-driver expects 7 arguments from git, got {len(args)}")
+    path, old_file, old_hex, _old_mode, new_file, new_hex, _new_mode = args[:7]
+    try:
+        d = driver.external_diff(open_store(), path, old_file, old_hex, new_file, new_hex)
+    except GitThetaError as exc:
+        # git stops the whole diff when an external command fails: say it here, go on
+        click.echo(f"theta diff {path}: cannot compare: {exc}")
+        return
+    click.echo(diff.render(d), nl=False)
+
+
+@main.command(hidden=True)
+@click.argument("file")
+def textconv(file: str) -> None:
+    """git's textconv (diff.theta.textconv): one line per parameter of FILE."""
+    from git_theta import diff_driver as driver
+
+    try:
+        lines = driver.textconv_lines(file)
+    except UnknownFormatError as exc:
+        # not a checkpoint (committed before it was tracked): small files show as they are
+        if os.path.getsize(file) <= driver.TEXTCONV_RAW_LIMIT:
+            with open(file, "rb") as f:
+                sys.stdout.buffer.write(f.read())
+            return
+        lines = [f"(git-theta cannot list the parameters: {exc})"]
+    except GitThetaError as exc:  # a failing textconv would stop git's whole diff
+        lines = [f"(git-theta cannot list the parameters: {exc})"]
+    for line in lines:
+        click.echo(line)
+
+
+@main.command("log")
+@click.argument("args", nargs=-1)
+@click.option("-n", "--max-count", type=int, default=None, help="Show at most N commits.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def log_cmd(args: tuple[str, ...], max_count: int | None, as_json: bool) -> None:
+    """Per commit: parameters changed, how they are stored, bytes added. [REV] [PATH...]"""
+    from git_theta import history, versions
+
+    top = git.toplevel()
+    argv = list(args)
+    rev = "HEAD"
+    if argv and git.rev_parse(argv[0]) is not None and not Path(argv[0]).exists():
+        rev = argv.pop(0)
+    changes = history.log(open_store(), top, rev, versions.top_pathspecs(argv), max_count=max_count)
+    if as_json:
+        import dataclasses
+
+        _echo_json([dataclasses.asdict(c) for c in changes])
+        return
+    for c in changes:
+        click.echo(f"{c.commit[:10]} {c.date} {c.subject}")
+        for f in c.files:
+            if f.deleted:
+                click.echo(f"    {f.path}: deleted ({f.removed} parameters)")
+                continue
+            kinds = ", ".join(f"{k} {n}" for k, n in f.stored_as.items()) or "nothing new"
+            missing = f" (+{f.missing} objects not present locally)" if f.missing else ""
+            click.echo(
+                f"    {f.path}: {f.changed} changed, {f.added} added, {f.removed} removed; "
+                f"stored as {kinds}; {_human(f.new_bytes)} in {f.new_objects} new objects"
+                f"{missing}"
+            )
+
+
+@main.command("ls-files")
+@click.option("--rev", default=None, help="List the tracked checkpoints of REV, not the index.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ls_files_cmd(rev: str | None, as_json: bool) -> None:
+    """Tracked checkpoints with parameter counts, raw size and stored size."""
+    import dataclasses
+
+    from git_theta import versions
+
+    rows = versions.ls_files(open_store(), git.toplevel(), rev)
+    if as_json:
+        _echo_json([dataclasses.asdict(r) for r in rows])
+        return
+    for r in rows:
+        missing = f"  ({r.missing} objects not present locally)" if r.missing else ""
+        click.echo(
+            f"{r.path}  {r.format}  {r.params} parameters  raw {_human(r.raw_bytes)}  "
+            f"stored {_human(r.stored_bytes)}{missing}"
+        )
+
+
+@main.command("show")
+@click.argument("spec")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show_cmd(spec: str, as_json: bool) -> None:
+    """The parameters of one version: REV:PATH (or :PATH for the index)."""
+    import dataclasses
+
+    from git_theta import versions
+
+    if ":" not in spec:
+        spec = "HEAD:" + spec
+    m, rows = versions.show(open_store(), git.toplevel(), spec)
+    if as_json:
+        _echo_json(
+            {
+                "format": m.format,
+                "skeleton_size": m.skeleton_size,
+                "params": [dataclasses.asdict(r) for r in rows],
+            }
+        )
+        return
+    raw = sum(r.raw_bytes for r in rows)
+    click.echo(f"{spec}: {m.format}, {len(rows)} parameters, {_human(raw)} raw")
+    width = max((len(r.name) for r in rows), default=0)
+    for r in rows:
+        shape = "[" + ",".join(map(str, r.shape)) + "]"
+        kind = r.record + (f" (chain {r.depth})" if r.depth else "")
+        stored = _human(r.stored_bytes) if r.stored_bytes is not None else "missing"
+        click.echo(f"  {r.name:<{width}}  {r.dtype:<5} {shape:<14} {kind:<16} {stored:>9}")
+
+
+@main.command("status")
+@click.argument("paths", nargs=-1)
+def status_cmd(paths: tuple[str, ...]) -> None:
+    """Tracked checkpoints modified in the working tree (writes nothing to the store)."""
+    from git_theta import versions
+
+    top = git.toplevel()
+    rows = versions.status(open_store(), top, versions.top_pathspecs(list(paths)))
+    shown = [r for r in rows if r.state != "unchanged"]
+    for r in shown:
+        if r.state == "modified":
+            click.echo(
+                f"modified: {r.path}  ({r.changed} changed, {r.added} added, "
+                f"{r.removed} removed of {r.params} parameters)"
+            )
+        elif r.state == "deleted":
+            click.echo(f"deleted:  {r.path}")
+        elif r.state == "unreadable":
+            click.echo(f"unreadable: {r.path}  ({r.error})")
+        else:
+            click.echo(f"new:      {r.path}  (not added yet)")
+    clean = len(rows) - len(shown)
+    click.echo(f"{clean} tracked checkpoint{'s' if clean != 1 else ''} unchanged")
+
+
+@main.command("gc")
+@click.option("--dry-run", "-n", is_flag=True, help="Report what would go; remove nothing.")
+@click.option("--now", is_flag=True, help="Also remove unreferenced objects younger than an hour.")
+def gc_cmd(dry_run: bool, now: bool) -> None:
+    """Remove store objects no ref, reflog, stash or index entry needs."""
+    from git_theta import maintenance
+
+    rep = maintenance.gc(
+        open_store(), dry_run=dry_run, grace=0.0 if now else maintenance.DEFAULT_GRACE
+    )
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{rep.manifests} live manifests need {rep.kept} objects ({_human(rep.kept_bytes)}); "
+        f"{verb} {rep.removed} objects ({_human(rep.removed_bytes)})"
+    )
+    if rep.recent:
+        click.echo(f"kept {rep.recent} unreferenced objects younger than an hour (use --now)")
+    if rep.tmp_removed or rep.rawmap_pruned:
+        click.echo(
+            f"{verb} {rep.tmp_removed} stale temporary files ({_human(rep.tmp_bytes)}) and "
+            f"{rep.rawmap_pruned} raw-map entries"
+        )
+
+
+@main.command("fsck")
+@click.option("--no-values", is_flag=True, help="Skip rebuilding values (objects only).")
+def fsck_cmd(no_values: bool) -> None:
+    """Verify every object and every live manifest; exit 1 if anything is wrong."""
+    from git_theta import maintenance
+
+    rep = maintenance.fsck(open_store(), values=not no_values)
+    for p in rep.problems:
+        click.echo(p.render())
+    click.echo(
+        f"checked {rep.objects} objects, {rep.manifests} manifests, {rep.values} values: "
+        + ("ok" if rep.ok else f"{len(rep.problems)} problems")
+    )
+    if not rep.ok:
+        sys.exit(1)

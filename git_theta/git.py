@@ -106,3 +106,70 @@ def index_mode(path: str, cwd: str | Path | None = None) -> str | None:
 
 def add(*paths: str, cwd: str | Path | None = None) -> None:
     run("add", "--", *paths, cwd=cwd)
+
+
+# -- listing and reading many objects (diff, log, gc, fsck) ------------------------------------
+
+
+def lines_z(*args: str, cwd: str | Path | None = None) -> list[str]:
+    """NUL-separated output of a git command (`-z` listings), as strings."""
+    out = run(*args, cwd=cwd).decode("utf-8", "surrogateescape")
+    return [s for s in out.split("\0") if s]
+
+
+def theta_paths(paths: list[str], cwd: str | Path | None = None) -> list[str]:
+    """Those of `paths` whose `filter` attribute is `theta` (per the current .gitattributes)."""
+    if not paths:
+        return []
+    data = "\0".join(paths).encode("utf-8", "surrogateescape") + b"\0"
+    out = run("check-attr", "-z", "--stdin", "filter", cwd=cwd, input=data)
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    return [fields[i] for i in range(0, len(fields) - 2, 3) if fields[i + 2] == "theta"]
+
+
+def rev_parse(rev: str, cwd: str | Path | None = None) -> str | None:
+    """The full object id `rev` names, or None when it names nothing."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", rev],
+        cwd=cwd,
+        capture_output=True,
+    )
+    return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+
+class BlobReader:
+    """One `git cat-file --batch` process reading many objects; use as a context manager."""
+
+    def __init__(self, cwd: str | Path | None = None) -> None:
+        self._proc = subprocess.Popen(
+            ["git", "cat-file", "--batch"],
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def read(self, spec: str) -> tuple[str, bytes] | None:
+        """(type, content) of object `spec` (an id or `rev:path`), None when missing."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(spec.encode("utf-8", "surrogateescape") + b"\n")
+        self._proc.stdin.flush()
+        header = self._proc.stdout.readline().decode().split()
+        if len(header) != 3:
+            return None  # "<spec> missing" or "ambiguous"
+        size = int(header[2])
+        data = self._proc.stdout.read(size)
+        self._proc.stdout.read(1)  # the newline after the content
+        return header[1], data
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._proc.wait()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
