@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ATTRS = "filter=theta merge=theta diff=theta"
+# -text: git must never convert line endings of the manifest (core.autocrlf would add CRLF
+# before smudge), as Git LFS does for its pointers
+ATTRS = "filter=theta merge=theta diff=theta -text"
 
 
 def _pattern(line: str) -> str | None:

@@ -105,6 +105,22 @@ def install(scope: str) -> None:
     for key, value in settings.items():
         git.config_set(key, value, scope=scope)
     click.echo(f"git-theta installed in the {scope} git config ({cmd}).")
+    _install_hook(cmd, required=scope == "local")
+
+
+def _install_hook(cmd: str, *, required: bool) -> None:
+    """The pre-push hook of the current repository (if we are in one), chained, not
+    overwriting one already there. Outside a repository, clones get it on first checkout."""
+    from git_theta.transfer import hooks
+
+    try:
+        top = git.toplevel()
+    except GitThetaError:
+        if required:
+            raise
+        return
+    hook = hooks.install(cmd, top)
+    click.echo(f"pre-push hook installed: {hook}")
 
 
 @main.command()
@@ -118,6 +134,11 @@ def uninstall(scope: str) -> None:
         for s in ("filter.theta", "merge.theta", "diff.theta")
         if git.config_unset_section(s, scope=scope)
     ]
+    if scope == "local":
+        from git_theta.transfer import hooks
+
+        if hooks.uninstall(git.toplevel()):
+            removed.append("the pre-push hook")
     click.echo(f"removed {', '.join(removed) or 'nothing'} from the {scope} git config.")
 
 
@@ -180,7 +201,19 @@ def smudge(path: str | None) -> None:
         sys.stdout.buffer.write(data)
         return
     out = sys.stdout.buffer
-    filters.smudge(data, path, open_store(), out, progress=TerminalProgress("checking out"))
+    store = open_store()
+    fetcher = _smudge_fetcher(store)
+    try:
+        filters.smudge(
+            data,
+            path,
+            store,
+            out,
+            progress=TerminalProgress("checking out"),
+            fetch=lambda store, oids, p: fetcher(store, oids, p, data),
+        )
+    finally:
+        fetcher.close()
     out.flush()
 
 
@@ -200,6 +233,8 @@ def filter_process() -> None:
 
     store = open_store()
     adding, checking_out = TerminalProgress("adding"), TerminalProgress("checking out")
+    fetcher = _smudge_fetcher(store)
+    _ensure_hook()
 
     def do_clean(src: ByteSource, path: str) -> bytes:
         return filters.clean(
@@ -225,11 +260,21 @@ def filter_process() -> None:
                 sink.write(data)
                 pending.append(materialize.Pending(path, data))
                 return
-        filters.smudge(data, path, store, sink, progress=checking_out)
+        filters.smudge(
+            data,
+            path,
+            store,
+            sink,
+            progress=checking_out,
+            fetch=lambda st, oids, p: fetcher(st, oids, p, data),
+        )
 
-    code = fp.main_loop(do_clean, do_smudge, report)
-    if pending:
-        materialize.finish(pending, store, progress=checking_out)
+    try:
+        code = fp.main_loop(do_clean, do_smudge, report, None if skip_smudge() else fetcher)
+        if pending:
+            materialize.finish(pending, store, progress=checking_out, fetch=fetcher)
+    finally:
+        fetcher.close()
     sys.exit(code)
 
 
@@ -626,3 +671,133 @@ def fsck_cmd(no_values: bool) -> None:
     )
     if not rep.ok:
         sys.exit(1)
+
+
+# -- transfers ---------------------------------------------------------------------------------
+
+
+class TransferProgress:
+    """`git-theta: uploading to origin: 12/40 objects, 120/300 MB` on stderr (terminals only)."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.line = TerminalProgress(verb)
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+        if not self.line.enabled:
+            return
+        now = time.monotonic()
+        finished = done >= total
+        if not finished and now - self.last < 0.1:
+            return
+        self.last = now
+        line = (
+            f"git-theta: {self.verb}: {done}/{total} objects, "
+            f"{done_bytes / 1e6:.0f}/{total_bytes / 1e6:.0f} MB"
+        )
+        sys.stderr.write("\r\x1b[K" + line + ("\n" if finished else ""))
+        sys.stderr.flush()
+
+
+def _smudge_fetcher(store: Store) -> Any:
+    from git_theta.transfer.sync import SmudgeFetcher
+
+    return SmudgeFetcher(store, None, TransferProgress("downloading"))
+
+
+def _ensure_hook() -> None:
+    """A clone made with a global install gets its pre-push hook on its first checkout."""
+    from git_theta.transfer import hooks
+
+    try:
+        if hooks.needs_install():
+            hooks.install(theta_command(), git.toplevel())
+    except (GitThetaError, OSError):
+        pass  # never fail a checkout over the hook; `git theta install` reports problems
+
+
+def _outcome(verb: str, remote: Any, out: Any) -> None:
+    st = out.stats
+    report(
+        f"git-theta: {verb} {remote.label}: {st.objects} objects ({st.bytes / 1e6:.1f} MB) "
+        f"moved, {st.skipped} already there"
+    )
+    if out.malformed:
+        report(
+            f"git-theta: warning: skipped {len(out.malformed)} malformed manifests "
+            f"(blobs {', '.join(b[:12] for b in out.malformed[:5])})"
+        )
+
+
+@main.command("pre-push", hidden=True)
+@click.argument("remote")
+@click.argument("url")
+def pre_push(remote: str, url: str) -> None:
+    """The pre-push hook: upload the objects the pushed commits need and the remote lacks."""
+    from git_theta.transfer import sync
+
+    repo = git.toplevel()
+    target = sync.hook_remote(remote, url, repo)
+    text = sys.stdin.read()
+    out = sync.pre_push(
+        target, text, open_store(repo), TransferProgress(f"uploading to {target.label}")
+    )
+    if out.stats.objects or out.malformed:
+        _outcome("uploaded to", target, out)
+
+
+@main.command()
+@click.argument("remote", required=False)
+@click.argument("refs", nargs=-1)
+def push(remote: str | None, refs: tuple[str, ...]) -> None:
+    """Upload the objects that REFS (default: HEAD) need, in all their history, to REMOTE.
+
+    The server is asked which objects it lacks; use it after a push made without the hook.
+    """
+    from git_theta.transfer import base, sync
+
+    repo = git.toplevel()
+    target = base.resolve_remote(remote, repo)
+    out = sync.push(
+        target,
+        list(refs) or ["HEAD"],
+        open_store(repo),
+        TransferProgress(f"uploading to {target.label}"),
+    )
+    _outcome("uploaded to", target, out)
+
+
+@main.command()
+@click.argument("remote", required=False)
+@click.argument("refs", nargs=-1)
+def fetch(remote: str | None, refs: tuple[str, ...]) -> None:
+    """Download the objects the checkpoints of REFS (default: HEAD) need from REMOTE."""
+    from git_theta.transfer import base, sync
+
+    repo = git.toplevel()
+    target = base.resolve_remote(remote, repo)
+    out = sync.fetch(
+        target,
+        list(refs) or ["HEAD"],
+        open_store(repo),
+        TransferProgress(f"downloading from {target.label}"),
+    )
+    _outcome("downloaded from", target, out)
+
+
+@main.command()
+@click.argument("remote", required=False)
+def pull(remote: str | None) -> None:
+    """Fetch what HEAD's checkpoints need, then turn every working-tree file that still
+    holds a manifest (a clone made with GIT_THETA_SKIP_SMUDGE=1) into its checkpoint."""
+    from git_theta.transfer import base, sync
+
+    repo = git.toplevel()
+    target = base.resolve_remote(remote, repo)
+    store = open_store(repo)
+    out = sync.fetch(target, ["HEAD"], store, TransferProgress(f"downloading from {target.label}"))
+    _outcome("downloaded from", target, out)
+    os.environ.pop("GIT_THETA_SKIP_SMUDGE", None)  # pull asks for checkpoints, not manifests
+    for path in sync.materialize(repo):
+        click.echo(f"checked out {path}")

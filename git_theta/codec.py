@@ -110,7 +110,7 @@ class Decoder:
             self.size = int(meta["size"])
             self.group = int(meta["group"])
             self.chunk = int(meta["chunk"])
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CodecError(f"unreadable header: {exc}") from None
         if self.size < 0 or not 1 <= self.group <= 16 or self.chunk < 1 or self.chunk > 1 << 30:
             raise CodecError("header values out of range")

@@ -100,6 +100,7 @@ class ObjectCorruptError(ObjectError):
     def __init__(
         self, oid: str, detail: str, *, param: str | None = None, path: str | None = None
     ) -> None:
+        self.reason = detail
         super().__init__(
             oid,
             f"is corrupt ({detail})",

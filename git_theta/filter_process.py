@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from git_theta.errors import GitThetaError
 from git_theta.streams import ByteSource
@@ -151,8 +151,25 @@ SmudgeFn = Callable[[bytes, str, LazyContent], None]
 ReportFn = Callable[[str], None]
 
 
+class Delayer(Protocol):
+    """Lets a git command's checkout batch its downloads (the protocol's `delay`
+    capability): files whose objects are missing are put off, then all their objects are
+    fetched at once when git asks which delayed files are ready (`list_available_blobs`)."""
+
+    def defer(self, data: bytes, path: str) -> bool:
+        """True to delay this file: its missing objects join the pending batch."""
+
+    def fetch_pending(self) -> None:
+        """Fetch every pending object (errors are kept for the files' smudges to report)."""
+
+
 def serve(
-    stdin: BinaryIO, stdout: BinaryIO, clean: CleanFn, smudge: SmudgeFn, report: ReportFn
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+    clean: CleanFn,
+    smudge: SmudgeFn,
+    report: ReportFn,
+    delayer: Delayer | None = None,
 ) -> int:
     reader, writer = PktReader(stdin), PktWriter(stdout)
     try:
@@ -165,7 +182,10 @@ def serve(
     writer.flush()
     caps = reader.text_list()
     offered = {c.removeprefix("capability=") for c in caps}
-    mine = [c for c in ("clean", "smudge") if c in offered]
+    mine = [c for c in ("clean", "smudge", "delay") if c in offered]
+    if delayer is None:
+        mine = [c for c in mine if c != "delay"]
+    delayed: dict[str, bytes] = {}  # path -> manifest, for files git will ask for again
     writer.text(*(f"capability={c}" for c in mine))
     writer.flush()
     while True:
@@ -179,7 +199,18 @@ def serve(
         if command == "clean":
             _do_clean(content, path, writer, clean, report)
         elif command == "smudge":
-            _do_smudge(content, path, writer, smudge, report)
+            data = ByteSource(content).read_all()
+            if path in delayed and not data:
+                data = delayed.pop(path)  # git asks again, with empty content
+            elif delayer is not None and keys.get("can-delay") == "1" and delayer.defer(data, path):
+                delayed[path] = data
+                writer.text("status=delayed")
+                writer.flush()
+                continue
+            _do_smudge(data, path, writer, smudge, report)
+        elif command == "list_available_blobs" and delayer is not None:
+            # this command has no content section: nothing to read after the header
+            _list_available(delayed, writer, delayer, report)
         else:
             content.drain()
             writer.text("status=error")
@@ -212,10 +243,27 @@ def _do_clean(
     writer.flush()  # empty list: status stays "success"
 
 
-def _do_smudge(
-    content: ContentReader, path: str, writer: PktWriter, smudge: SmudgeFn, report: ReportFn
+def _list_available(
+    delayed: dict[str, bytes], writer: PktWriter, delayer: Delayer, report: ReportFn
 ) -> None:
-    data = ByteSource(content).read_all()
+    """All delayed files are ready once the pending batch is fetched (or failed: their
+    smudges then report why); an empty list tells git nothing is delayed any more."""
+    if delayed:
+        try:
+            delayer.fetch_pending()
+        except GitThetaError:
+            pass  # each delayed file's smudge reports it
+        except Exception as exc:
+            _failed(exc, report)
+    writer.text(*(f"pathname={p}" for p in delayed))
+    writer.flush()
+    writer.text("status=success")
+    writer.flush()
+
+
+def _do_smudge(
+    data: bytes, path: str, writer: PktWriter, smudge: SmudgeFn, report: ReportFn
+) -> None:
     sink = LazyContent(writer)
     try:
         smudge(data, path, sink)
@@ -250,9 +298,11 @@ def widen_pipe(fd: int, size: int = PIPE_SIZE) -> None:
         pass  # not Linux, not a pipe, or over the per-user pipe quota: the default works
 
 
-def main_loop(clean: CleanFn, smudge: SmudgeFn, report: ReportFn) -> int:
+def main_loop(
+    clean: CleanFn, smudge: SmudgeFn, report: ReportFn, delayer: Delayer | None = None
+) -> int:
     widen_pipe(sys.stdin.fileno())
     widen_pipe(sys.stdout.fileno())
     stdin = open(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False)  # noqa: SIM115
     stdout = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # noqa: SIM115
-    return serve(stdin, stdout, clean, smudge, report)
+    return serve(stdin, stdout, clean, smudge, report, delayer)

@@ -7,21 +7,30 @@ process (filter_process.py) and the single-shot commands (cli.py) only feed them
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import cache
 
 import blake3
 
 from git_theta import codec, dtypes, manifest, plugins
 from git_theta.checkpoints.base import CheckpointFormat, Sink, SkeletonPart, TensorSpec
-from git_theta.errors import CheckpointError, GitThetaError, ObjectCorruptError, UnknownFormatError
+from git_theta.errors import (
+    CheckpointError,
+    GitThetaError,
+    ManifestError,
+    ObjectCorruptError,
+    UnknownFormatError,
+)
 from git_theta.manifest import Entry, Manifest
-from git_theta.store import Store
+from git_theta.store import Store, StoredObject
 from git_theta.streams import ByteSource, spool_dir
 from git_theta.updates import choose
 from git_theta.updates.base import Record, UpdateType, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
 
 SNIFF_BYTES = 4096
+AHEAD = 2  # values whose objects are verified ahead of the one being written
 MAX_MANIFEST = 1 << 30
 
 # progress(path, done_bytes, total_bytes or None)
@@ -95,30 +104,73 @@ def clean(
     entries: list[Entry] = []
     skeleton: bytes | None = None
     before = previous.by_name() if previous is not None else {}
-    with store.transaction() as txn, spool_dir(store.tmp):
-        for part in fmt.split(src, path):
-            if isinstance(part, SkeletonPart):
-                skeleton = part.data
-                continue
-            spec, data = part.spec, part.data
-            h = raw_hash(data)
-            old = before.get(spec.name)
-            if old is not None and (old.hash, old.dtype, old.shape) == (h, spec.dtype, spec.shape):
-                entries.append(old)
-            else:
-                record = choose.store_changed(txn, data, spec, h, old, st)
-                entries.append(Entry(spec.name, spec.dtype, spec.shape, h, record))
-            st.params += 1
-            st.bytes_in += len(data)
+    # With a double-buffered format, tensor i is hashed and encoded on a worker thread while
+    # the loop reads tensor i+1 from git's pipe; at most one tensor is in flight.
+    worker = _tensor_worker() if fmt.double_buffered else None
+    pending: Future[Entry] | None = None
+
+    def finish_pending() -> None:
+        nonlocal pending
+        if pending is not None:
+            entries.append(pending.result())
+            pending = None
             progress(label, st.bytes_in, total)
+
+    with store.transaction() as txn, spool_dir(store.tmp):
+        try:
+            for part in fmt.split(src, path):
+                if isinstance(part, SkeletonPart):
+                    skeleton = part.data
+                    continue
+                st.params += 1
+                st.bytes_in += len(part.data)
+                if worker is None:
+                    entries.append(_clean_tensor(txn, part.spec, part.data, before, st))
+                    progress(label, st.bytes_in, total)
+                    continue
+                job = worker.submit(_clean_tensor, txn, part.spec, part.data, before, st)
+                finish_pending()
+                pending = job
+            finish_pending()
+        finally:
+            if pending is not None:  # an error upstream: let the worker stop before rollback
+                wait([pending])
         if skeleton is None:
             raise CheckpointError(path, f"format {fmt.name} produced no skeleton (plugin bug)")
         skel_obj = _store_blob(txn, skeleton)
-    m = manifest.build(fmt.name, skel_obj.oid, len(skeleton), entries)
-    names = [e.name for e in m.entries]
-    if len(set(names)) != len(names):
-        raise CheckpointError(path, "two tensors share one name")
-    return m.render()
+        # checked inside the transaction, so a refused file leaves no objects behind
+        # the stored size, like every record's: Git LFS downloads need each object's size
+        m = manifest.build(fmt.name, skel_obj.oid, skel_obj.size, entries)
+        names = [e.name for e in m.entries]
+        if len(set(names)) != len(names):
+            raise CheckpointError(path, "two tensors share one name")
+        text = m.render()
+        try:
+            manifest.parse(text, path)  # never commit a manifest that cannot be checked out
+        except ManifestError as exc:
+            raise CheckpointError(path, f"cannot be tracked: {exc.detail}") from None
+        if total is not None:
+            # tensor bytes never add up to the file size (headers): end the line at 100%
+            progress(label, total, total)
+    return text
+
+
+@cache
+def _tensor_worker() -> ThreadPoolExecutor:
+    # separate from parallel.pool(): the job waits on chunk jobs that run in that pool
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="git-theta-clean")
+
+
+def _clean_tensor(
+    txn: Store, spec: TensorSpec, data: memoryview, before: Mapping[str, Entry], st: CleanStats
+) -> Entry:
+    """The manifest entry of one tensor: the indexed one if unchanged, else newly stored."""
+    h = raw_hash(data)
+    old = before.get(spec.name)
+    if old is not None and (old.hash, old.dtype, old.shape) == (h, spec.dtype, spec.shape):
+        return old
+    record = choose.store_changed(txn, data, spec, h, old, st)
+    return Entry(spec.name, spec.dtype, spec.shape, h, record)
 
 
 def _store_dense(txn: Store, data: memoryview, spec: TensorSpec, h: str, st: CleanStats) -> Record:
@@ -133,16 +185,35 @@ def _store_dense(txn: Store, data: memoryview, spec: TensorSpec, h: str, st: Cle
     return DenseUpdate.record(obj)
 
 
-def _store_blob(txn: Store, data: bytes) -> object:
+def _store_blob(txn: Store, data: bytes) -> StoredObject:
     return txn.put(codec.encode(data, 1))
 
 
 # -- smudge ------------------------------------------------------------------------------------
 
 
-def load_blob(store: Store, oid: str, *, path: str | None = None, what: str = "skeleton") -> bytes:
+MAX_SKELETON = 1 << 30  # decoded; safetensors headers stop at 100 MB, pickles are small
+
+
+def load_blob(
+    store: Store,
+    oid: str,
+    *,
+    path: str | None = None,
+    what: str = "skeleton",
+    size: int | None = None,
+) -> bytes:
+    """The decoded bytes of object `oid`.
+
+    `size` is the stored size the manifest gives; it and the decoded size (at most
+    MAX_SKELETON) are checked before decoding, so a hostile object cannot balloon.
+    """
     blob = store.read(oid, param=what, path=path)
     try:
+        if size is not None and len(blob) != size:
+            raise codec.CodecError(f"is {len(blob)} bytes, the manifest says {size}")
+        if (held := codec.Decoder(blob).size) > MAX_SKELETON:
+            raise codec.CodecError(f"claims {held} decoded bytes, more than {MAX_SKELETON}")
         return codec.decode(blob)
     except codec.CodecError as exc:
         raise ObjectCorruptError(oid, str(exc), param=what, path=path) from None
@@ -160,6 +231,8 @@ class StorePayloads:
         self.progress = progress
         self.done = 0
         self.total = sum(e.nbytes for e in m.entries)
+        self.order: list[str] = []
+        self.position: dict[str, int] = {}
 
     def _entry(self, name: str) -> Entry:
         try:
@@ -170,7 +243,18 @@ class StorePayloads:
             ) from None
 
     def prefetch(self, names: Sequence[str]) -> None:
-        pass
+        self.order = list(names)
+        self.position = {n: i for i, n in enumerate(self.order)}
+
+    def _verify_next(self, name: str) -> None:
+        """Have the pool verify the objects of the values after `name` while it decodes."""
+        i = self.position.get(name)
+        if i is None:
+            return
+        for nxt in self.order[i + 1 : i + 1 + AHEAD]:
+            e = self.entries.get(nxt)
+            if e is not None:
+                self.store.verify_ahead(sorted(_oids(e.record)))
 
     def spec(self, e: Entry) -> ValueSpec:
         return ValueSpec(e.name, e.dtype, e.shape, self.path)
@@ -180,6 +264,7 @@ class StorePayloads:
 
     def write(self, name: str, out: Sink) -> None:
         e = self._entry(name)
+        self._verify_next(name)
         h = blake3.blake3(max_threads=blake3.blake3.AUTO if e.nbytes > (4 << 20) else 1)
         n = 0
         for chunk in self.chunks(e):
@@ -287,7 +372,7 @@ def smudge(
             err.message += f" (and {len(missing) - 1} more objects)"
         raise err
     fmt: CheckpointFormat = plugins.load(plugins.CHECKPOINTS, m.format)
-    skeleton = load_blob(store, m.skeleton_oid, path=path)
+    skeleton = load_blob(store, m.skeleton_oid, path=path, size=m.skeleton_size)
     specs: Mapping[str, TensorSpec] = {
         e.name: TensorSpec(e.name, e.dtype, e.shape) for e in m.entries
     }

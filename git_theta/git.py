@@ -173,3 +173,172 @@ class BlobReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- used by transfer/: remotes, credentials, history walks ------------------------------------
+
+
+def config_get_in(
+    key: str,
+    *,
+    file: str | Path | None = None,
+    blob: str | None = None,
+    cwd: str | Path | None = None,
+) -> str | None:
+    """`git config --get KEY` read from one file (`-f`) or one committed blob (`--blob`)."""
+    where = ["-f", str(file)] if file is not None else ["--blob", str(blob)]
+    proc = subprocess.run(["git", "config", *where, "--get", key], cwd=cwd, capture_output=True)
+    return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+
+def remotes(cwd: str | Path | None = None) -> list[str]:
+    out = run_text("remote", cwd=cwd)
+    return [r for r in out.splitlines() if r]
+
+
+def remote_url(remote: str, cwd: str | Path | None = None) -> str:
+    """The URL git uses for `remote` (a name or already a URL), `insteadOf` applied."""
+    return run_text("ls-remote", "--get-url", remote, cwd=cwd)
+
+
+def current_branch(cwd: str | Path | None = None) -> str | None:
+    proc = subprocess.run(
+        ["git", "symbolic-ref", "-q", "--short", "HEAD"], cwd=cwd, capture_output=True
+    )
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode().strip() or None
+
+
+def hooks_dir(cwd: str | Path | None = None) -> Path:
+    """Where git looks for hooks (`core.hooksPath` honoured), absolute."""
+    out = Path(run_text("rev-parse", "--git-path", "hooks", cwd=cwd))
+    return out if out.is_absolute() else (Path(cwd or os.getcwd()) / out).resolve()
+
+
+def is_commit(rev: str, cwd: str | Path | None = None) -> bool:
+    proc = subprocess.run(
+        ["git", "rev-parse", "-q", "--verify", rev + "^{commit}"], cwd=cwd, capture_output=True
+    )
+    return proc.returncode == 0
+
+
+def rev_list_objects(args: list[str], cwd: str | Path | None = None) -> list[str]:
+    """Ids of every object `git rev-list --objects ARGS` lists (commits, trees, blobs)."""
+    out = run("rev-list", "--objects", *args, "--", cwd=cwd)
+    return [line.split(" ", 1)[0] for line in out.decode().splitlines() if line]
+
+
+def tree_blobs(rev: str, cwd: str | Path | None = None) -> list[tuple[str, str]]:
+    """(blob id, path) of every file in the tree of `rev`."""
+    out = run("ls-tree", "-r", "-z", "--full-tree", rev, cwd=cwd)
+    result = []
+    for item in out.split(b"\0"):
+        if not item:
+            continue
+        meta, path = item.split(b"\t", 1)
+        _mode, kind, sha = meta.decode().split(" ")
+        if kind == "blob":
+            result.append((sha, path.decode("utf-8", "surrogateescape")))
+    return result
+
+
+def blob_sizes(ids: list[str], cwd: str | Path | None = None) -> dict[str, int]:
+    """Size of every blob among `ids` (other object kinds are left out)."""
+    if not ids:
+        return {}
+    out = run(
+        "cat-file",
+        "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+        cwd=cwd,
+        input="\n".join(ids).encode() + b"\n",
+    )
+    sizes = {}
+    for line in out.decode().splitlines():
+        parts = line.split(" ")
+        if len(parts) == 3 and parts[1] == "blob":
+            sizes[parts[0]] = int(parts[2])
+    return sizes
+
+
+def read_blobs(ids: list[str], cwd: str | Path | None = None) -> dict[str, bytes]:
+    """Contents of the blobs `ids`, read by one `git cat-file --batch`."""
+    if not ids:
+        return {}
+    out = run("cat-file", "--batch", cwd=cwd, input="\n".join(ids).encode() + b"\n")
+    blobs: dict[str, bytes] = {}
+    pos = 0
+    while pos < len(out):
+        eol = out.index(b"\n", pos)
+        header = out[pos:eol].decode().split(" ")
+        pos = eol + 1
+        if len(header) != 3:  # "<id> missing"
+            continue
+        size = int(header[2])
+        blobs[header[0]] = out[pos : pos + size]
+        pos += size + 1
+    return blobs
+
+
+def credential(
+    action: str, fields: dict[str, str], cwd: str | Path | None = None
+) -> dict[str, str]:
+    """`git credential fill|approve|reject`: the helpers the user configured answer.
+
+    Never prompts when there is no terminal (GIT_TERMINAL_PROMPT=0 is set for `fill` then),
+    so a hook or filter without a terminal fails instead of hanging.
+    """
+    text = "".join(f"{k}={v}\n" for k, v in fields.items()) + "\n"
+    env = dict(os.environ)
+    if action == "fill" and not os.isatty(2):
+        env["GIT_TERMINAL_PROMPT"] = "0"
+    proc = subprocess.run(
+        ["git", "credential", action], cwd=cwd, input=text.encode(), capture_output=True, env=env
+    )
+    if proc.returncode != 0:
+        # stderr may echo what the helper said; never pass it on (it can hold secrets)
+        raise GitError(["credential", action], proc.returncode, "")
+    answer = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            answer[k] = v
+    return answer
+
+
+def ls_files(cwd: str | Path | None = None) -> list[str]:
+    """Paths of the files in the index, relative to the top of the working tree."""
+    out = run("ls-files", "-z", "--full-name", cwd=cwd)
+    return [p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p]
+
+
+def checkout_paths(paths: list[str], cwd: str | Path | None = None) -> None:
+    """`git checkout -- PATHS` (each taken literally), through git's own filters."""
+    if paths:
+        spec = b"\0".join(f":(literal){p}".encode("utf-8", "surrogateescape") for p in paths)
+        run("checkout", "--pathspec-from-file=-", "--pathspec-file-nul", "--", cwd=cwd, input=spec)
+
+
+# what git exports to hooks and filters about *this* repository; a command about another
+# repository (a path remote) must not inherit it, or it would answer about this one
+_REPO_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_COMMON_DIR",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_PREFIX",
+)
+
+
+def foreign_common_dir(path: str | Path) -> Path:
+    """The common git dir of the repository at `path` (bare or not), never of ours."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+    proc = subprocess.run(
+        ["git", "rev-parse", "--git-common-dir"], cwd=path, capture_output=True, env=env
+    )
+    if proc.returncode != 0:
+        raise NotARepositoryError(str(path))
+    p = Path(proc.stdout.decode().strip())
+    return (p if p.is_absolute() else Path(path) / p).resolve()

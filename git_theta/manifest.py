@@ -76,7 +76,7 @@ def _canonical(value: Any) -> Any:
 class Manifest:
     format: str
     skeleton_oid: str
-    skeleton_size: int
+    skeleton_size: int  # size of the stored skeleton object (what Git LFS transfers)
     entries: tuple[Entry, ...]
 
     def __post_init__(self) -> None:
@@ -157,7 +157,7 @@ def _entry(line: str, path: str | None, lineno: int) -> Entry:
         raise ManifestError(path, "line too long", line=lineno)
     try:
         obj = json.loads(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ManifestError(path, f"not JSON: {exc}", line=lineno) from None
     required = {"name", "dtype", "shape", "hash", "record"}
     if not isinstance(obj, dict) or not required <= set(obj) <= required | EXTRA_KEYS:
@@ -169,9 +169,9 @@ def _entry(line: str, path: str | None, lineno: int) -> Entry:
         obj["hash"],
         obj["record"],
     )
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+    if not isinstance(name, str) or len(name) > MAX_NAME:  # "" is a valid safetensors key
         raise ManifestError(path, "bad parameter name", line=lineno)
-    if dtype not in dtypes.DTYPES:
+    if not isinstance(dtype, str) or dtype not in dtypes.DTYPES:
         raise ManifestError(path, f"unknown dtype {dtype!r} for {name}", line=lineno)
     if (
         not isinstance(shape, list)

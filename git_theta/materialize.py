@@ -15,13 +15,16 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from git_theta import filters, git, manifest
-from git_theta.filters import Fetcher, Progress
+from git_theta.filters import Progress
 from git_theta.store import Store
+
+# (store, oids, path, manifest text): downloads what a checkpoint lacks (transfer/sync.py)
+Fetcher = Callable[[Store, Sequence[str], "str | None", bytes], None]
 
 DEFAULT_THRESHOLD = 256 << 20
 _SIZE_RE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
@@ -78,7 +81,10 @@ def write_checkpoint(
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as out:
             kwargs = {"progress": progress} if progress is not None else {}
-            filters.smudge(manifest_text, str(path), store, out, fetch=fetch, **kwargs)
+            get = None
+            if fetch is not None:
+                get = lambda st, oids, p: fetch(st, oids, p, manifest_text)  # noqa: E731
+            filters.smudge(manifest_text, str(path), store, out, fetch=get, **kwargs)
         with contextlib.suppress(OSError):
             os.chmod(tmp, os.stat(path).st_mode & 0o7777)
         os.replace(tmp, path)

@@ -19,7 +19,8 @@ import mmap
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -92,6 +93,24 @@ class ObjectWriter:
                 self._path.unlink()
 
 
+class _Mapped:
+    """An object file mapped read-only (empty files get an empty view)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.file = f
+        size = os.fstat(f.fileno()).st_size
+        self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self.view = memoryview(self.map) if self.map is not None else memoryview(b"")
+
+    def close(self) -> None:
+        # decoders may still hold slices of the map; it then closes when collected
+        with contextlib.suppress(BufferError):
+            self.view.release()
+            if self.map is not None:
+                self.map.close()
+        self.file.close()
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -100,6 +119,7 @@ class Store:
         self.tmp = self.root / "tmp"
         # inside transaction(): objects written but not yet published, and rawmap lines
         self.staged: dict[str, Path] | None = None
+        self._ahead: dict[str, Future[_Mapped]] = {}
         self._staged_map: list[tuple[str, str, StoredObject]] = []
 
     def path(self, oid: str) -> Path:
@@ -175,42 +195,51 @@ class Store:
                 size += len(chunk)
         if h.hexdigest() != oid:
             raise ObjectCorruptError(oid, f"content hashes to {h.hexdigest()[:12]}")
-        final = self.path(oid)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, final)
+        self.publish(oid, src)  # write-once and read-only, like every other object
         return StoredObject(oid, size)
+
+    def _map_verified(self, oid: str) -> _Mapped:
+        """Map object `oid` and check its sha256; raises ObjectMissing/CorruptError."""
+        p = self._location(oid)
+        try:
+            f = open(p, "rb")  # noqa: SIM115 - closed by _Mapped.close
+        except FileNotFoundError:
+            raise ObjectMissingError(oid) from None
+        mapped = _Mapped(f)
+        actual = hashlib.sha256(mapped.view).hexdigest()
+        if actual != oid:
+            mapped.close()
+            raise ObjectCorruptError(oid, f"content hashes to {actual[:12]}")
+        return mapped
+
+    def verify_ahead(self, oids: Iterable[str]) -> None:
+        """Start mapping and hashing objects that will be read soon, on the thread pool.
+
+        A checkout then decodes one value while the next ones are verified. Only objects
+        present are queued; `open_verified` picks the result up (or verifies inline).
+        """
+        from git_theta import parallel
+
+        for oid in oids:
+            if oid not in self._ahead and self.has(oid):
+                self._ahead[oid] = parallel.pool().submit(self._map_verified, oid)
 
     @contextlib.contextmanager
     def open_verified(
         self, oid: str, *, param: str | None = None, path: str | None = None
     ) -> Iterator[memoryview]:
         """The stored bytes of `oid`, memory-mapped, after checking their sha256."""
-        p = self._location(oid)
+        ahead = self._ahead.pop(oid, None)
         try:
-            f = open(p, "rb")  # noqa: SIM115 - closed below, after the map
-        except FileNotFoundError:
+            mapped = ahead.result() if ahead is not None else self._map_verified(oid)
+        except ObjectMissingError:
             raise ObjectMissingError(oid, param=param, path=path) from None
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                view: memoryview = memoryview(b"")
-                m = None
-            else:
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                view = memoryview(m)
-            try:
-                actual = hashlib.sha256(view).hexdigest()
-                if actual != oid:
-                    raise ObjectCorruptError(
-                        oid, f"content hashes to {actual[:12]}", param=param, path=path
-                    )
-                yield view
-            finally:
-                # decoders may still hold slices of the map; it then closes when collected
-                with contextlib.suppress(BufferError):
-                    view.release()
-                    if m is not None:
-                        m.close()
+        except ObjectCorruptError as exc:
+            raise ObjectCorruptError(oid, exc.reason, param=param, path=path) from None
+        try:
+            yield mapped.view
+        finally:
+            mapped.close()
 
     def read(self, oid: str, *, param: str | None = None, path: str | None = None) -> bytes:
         with self.open_verified(oid, param=param, path=path) as view:

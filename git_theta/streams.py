@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,15 +104,37 @@ class ByteSource:
 
 
 class ReusableBuffer:
-    """One growable bytearray reused for every tensor: fresh allocations page-fault at ~1.5 GB/s."""
+    """Two growable buffers used in turn for successive tensors.
+
+    Reusing them avoids fresh allocations (page faults cost ~1.5 GB/s); having two lets the
+    caller keep working on one tensor while the next is read into the other: a view stays
+    valid until the view after next is requested. Backed by anonymous memory maps, whose
+    pages cost memory only once written: a header that claims a huge tensor costs what the
+    file really holds, not the claim. A size the machine cannot map raises MemoryError.
+    """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._bufs: list[mmap.mmap | bytearray] = [bytearray(), bytearray()]
+        self._turn = 0
 
     def view(self, n: int) -> memoryview:
-        if len(self._buf) < n:
-            self._buf = bytearray(max(n, len(self._buf) * 5 // 4))
-        return memoryview(self._buf)[:n]
+        self._turn ^= 1
+        buf = self._bufs[self._turn]
+        if len(buf) < n:
+            size = max(n, len(buf) * 5 // 4)
+            try:
+                buf = self._bufs[self._turn] = _anonymous_map(size)
+            except (OSError, OverflowError):
+                raise MemoryError(f"cannot map {size} bytes") from None
+        return memoryview(buf)[:n]
+
+
+def _anonymous_map(size: int) -> mmap.mmap:
+    if hasattr(mmap, "MAP_PRIVATE"):
+        # private, not Python's default shared mapping: shared anonymous pages live in shmem
+        # and fault measurably slower (MiniLM split: 140 ms vs 90 ms)
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return mmap.mmap(-1, size)
 
 
 # -- spooling: formats that must see the whole input first (zip archives) copy it to disk ----

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.lfs_server import fault_proxy, lfs_server  # noqa: F401 - shared fixtures
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

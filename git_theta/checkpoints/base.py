@@ -64,6 +64,10 @@ class Payloads(Protocol):
 
 class CheckpointFormat(ABC):
     name: ClassVar[str]
+    # True when a TensorPart's data stays valid until the part after next is requested
+    # (streams.ReusableBuffer gives this): clean then encodes one tensor while the next is
+    # read. False: the data is valid only until the next part, and clean goes one by one.
+    double_buffered: ClassVar[bool] = False
 
     @abstractmethod
     def sniff(self, head: bytes) -> bool:
@@ -126,7 +130,10 @@ def decode_splice(skeleton: bytes) -> tuple[list[bytes | str], dict[str, object]
     pos = len(_SPLICE_MAGIC)
     (hlen,) = _U32.unpack_from(skeleton, pos)
     pos += 4
-    meta = json.loads(skeleton[pos : pos + hlen])
+    try:
+        meta = json.loads(skeleton[pos : pos + hlen])
+    except RecursionError:
+        raise ValueError("splice skeleton header nested too deeply") from None
     pos += hlen
     segments: list[bytes | str] = []
     for item in meta["layout"]:

@@ -45,7 +45,7 @@ def parse_header(raw: bytes, path: str | None) -> list[tuple[int, int, TensorSpe
     """(start, end, spec) of every tensor, sorted by offset and checked to tile the data."""
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise CheckpointError(path, f"safetensors header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "safetensors header is not a JSON object")
@@ -58,7 +58,7 @@ def parse_header(raw: bytes, path: str | None) -> list[tuple[int, int, TensorSpe
         if not isinstance(info, dict):
             raise CheckpointError(path, f"tensor {name}: entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in dtypes.DTYPES:
+        if not isinstance(dtype, str) or dtype not in dtypes.DTYPES:
             raise CheckpointError(path, f"tensor {name}: unsupported dtype {dtype!r}")
         if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -93,6 +93,7 @@ def parse_header(raw: bytes, path: str | None) -> list[tuple[int, int, TensorSpe
 
 class SafetensorsFormat(CheckpointFormat):
     name = "safetensors"
+    double_buffered = True
 
     def sniff(self, head: bytes) -> bool:
         if len(head) < 9:
@@ -116,7 +117,12 @@ class SafetensorsFormat(CheckpointFormat):
         layout = parse_header(raw_header, path)
         buf = ReusableBuffer()
         for _start, _end, spec in layout:
-            view = buf.view(spec.nbytes)
+            try:
+                view = buf.view(spec.nbytes)
+            except MemoryError:
+                raise CheckpointError(
+                    path, f"tensor {spec.name}: {spec.nbytes} bytes do not fit in memory"
+                ) from None
             try:
                 src.read_exact_into(view)
             except EOFError as exc:
@@ -138,6 +144,7 @@ class SafetensorsFormat(CheckpointFormat):
         self, skeleton: bytes, specs: Mapping[str, TensorSpec], payloads: Payloads, out: Sink
     ) -> None:
         segments, _extra = decode_splice(skeleton)
+        _check_specs(segments, specs)
         join_splice(segments, payloads, out)
 
     def respec(self, skeleton: bytes, specs: Mapping[str, TensorSpec]) -> bytes:
@@ -166,3 +173,25 @@ class SafetensorsFormat(CheckpointFormat):
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-len(raw) % 8)
         return encode_splice([struct.pack("<Q", len(raw)) + raw, *order])
+
+
+def _check_specs(segments: list[bytes | str], specs: Mapping[str, TensorSpec]) -> None:
+    """The header kept in the skeleton and the manifest must describe the same tensors, else
+    the rebuilt file would be silently broken; checked before the first byte is written."""
+    head = segments[0] if segments and isinstance(segments[0], bytes) else b""
+    try:
+        layout = parse_header(head[8:], None)
+    except CheckpointError as exc:
+        raise ValueError(exc.detail) from None
+    kept = {spec.name: spec for _start, _end, spec in layout}
+    for name in sorted(kept.keys() | specs.keys()):
+        a, b = kept.get(name), specs.get(name)
+        if a != b:
+            where = {
+                "skeleton": f"{a.dtype}{list(a.shape)}" if a else "absent",
+                "manifest": f"{b.dtype}{list(b.shape)}" if b else "absent",
+            }
+            raise ValueError(
+                f"tensor {name} is {where['skeleton']} in the skeleton but "
+                f"{where['manifest']} in the manifest"
+            )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from git_theta import codec, parallel
+from git_theta import codec, dtypes, parallel
 from git_theta.errors import ObjectCorruptError
 from git_theta.store import Store, StoredObject
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
@@ -39,6 +39,12 @@ def read_value(store: Store, oid: str, spec: ValueSpec) -> Iterator[bytes | memo
     with store.open_verified(oid, param=spec.name, path=spec.path) as view:
         try:
             dec = codec.Decoder(view)
+            want = dtypes.nbytes(spec.dtype, spec.shape)
+            if dec.size != want:
+                # checked before decoding: a hostile object could expand far beyond the value
+                raise codec.CodecError(
+                    f"holds {dec.size} bytes, {spec.dtype}{list(spec.shape)} needs {want}"
+                )
             yield from parallel.ordered_map(
                 lambda fw: codec.decode_frame(fw[0], fw[1], dec.group), dec.frames()
             )

@@ -1,0 +1,261 @@
+"""clean/smudge as functions over bytes and an explicit store (no git)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from git_theta import codec, filters, manifest
+from git_theta.errors import (
+    CheckpointError,
+    GitThetaError,
+    ObjectCorruptError,
+    ObjectMissingError,
+)
+from git_theta.manifest import Entry
+from git_theta.store import Store
+from git_theta.streams import ByteSource
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "theta")
+
+
+def clean(store: Store, data: bytes, **kw: object) -> bytes:
+    return filters.clean(ByteSource(io.BytesIO(data)), "m.safetensors", store, **kw)  # type: ignore[arg-type]
+
+
+def smudge(store: Store, text: bytes) -> bytes:
+    out = io.BytesIO()
+    filters.smudge(text, "m.safetensors", store, out)
+    return out.getvalue()
+
+
+def checkpoint(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "enc.weight": rng.standard_normal((32, 16)).astype(np.float32),
+        "enc.bias": rng.standard_normal(16).astype(np.float32),
+        "steps": np.array(1000, dtype=np.int64),
+    }
+
+
+def test_round_trip_is_byte_identical(store: Store) -> None:
+    data = save(checkpoint(), metadata={"a": "b"})
+    text = clean(store, data)
+    assert smudge(store, text) == data
+    m = manifest.parse(text)
+    assert [e.name for e in m.entries] == ["enc.bias", "enc.weight", "steps"]
+    # every object the manifest names is in the store, and nothing else is
+    assert set(store.iter_oids()) == m.oids()
+
+
+def test_manifest_is_deterministic_across_stores(tmp_path: Path) -> None:
+    data = save(checkpoint())
+    a = clean(Store(tmp_path / "a"), data)
+    b = clean(Store(tmp_path / "b"), data)
+    assert a == b
+    assert files_under(tmp_path / "a" / "objects") == files_under(tmp_path / "b" / "objects")
+
+
+def test_identical_tensors_are_stored_once(store: Store) -> None:
+    w = np.ones((8, 8), dtype=np.float32)
+    text = clean(store, save({"tied.a": w, "tied.b": w.copy(), "other": w[0].copy()}))
+    m = manifest.parse(text)
+    by = m.by_name()
+    assert by["tied.a"].record == by["tied.b"].record
+    # tied weight (1 object) + "other" + skeleton
+    assert len(set(store.iter_oids())) == 3
+
+
+def test_unchanged_parameters_are_not_re_encoded(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No zstd frame is made for an unchanged tensor (only the small skeleton is encoded);
+    a changed tensor is encoded once, whichever update type clean picks for it."""
+    t = checkpoint()
+    first = clean(store, save(t))
+    skeleton_size = manifest.parse(first).skeleton_size
+    frames: list[int] = []
+    real = codec.encode_chunk
+
+    def counting(chunk: memoryview | bytes, group: int) -> bytes:
+        frames.append(len(chunk))
+        return real(chunk, group)
+
+    monkeypatch.setattr(codec, "encode_chunk", counting)
+    assert clean(store, save(t), previous=manifest.parse(first)) == first
+    assert clean(store, save(t)) == first  # the raw-value map finds them without `previous`
+    assert frames == [skeleton_size, skeleton_size]
+    frames.clear()
+    t["enc.bias"] = t["enc.bias"] + 1
+    stats = filters.CleanStats()
+    clean(store, save(t), previous=manifest.parse(first), stats=stats)
+    assert frames and skeleton_size in frames
+    assert 32 * 16 * 4 not in frames and 8 not in frames  # enc.weight and steps untouched
+    assert stats.new_objects >= 1
+
+
+def test_truncated_checkpoint_leaves_the_store_as_it_was(store: Store) -> None:
+    clean(store, save({"x": np.zeros(3, dtype=np.float32)}))
+    before = files_under(store.root)
+    data = save(checkpoint(1))
+    with pytest.raises(CheckpointError, match="truncated"):
+        clean(store, data[:-10])
+    assert files_under(store.root) == before
+
+
+def test_manifest_passes_through_clean(store: Store) -> None:
+    text = clean(store, save(checkpoint()))
+    assert clean(store, text) == text
+
+
+def test_non_manifest_passes_through_smudge(store: Store) -> None:
+    assert smudge(store, b"plain bytes committed before tracking") == (
+        b"plain bytes committed before tracking"
+    )
+
+
+def test_unknown_content_names_the_file_and_the_fix(store: Store) -> None:
+    with pytest.raises(CheckpointError) as info:
+        clean(store, b"just some text\n")
+    msg = str(info.value)
+    assert msg.startswith("m.safetensors: is not a checkpoint in any installed format")
+    assert "git theta untrack" in msg
+
+
+def test_missing_object_fails_before_any_output(store: Store) -> None:
+    text = clean(store, save(checkpoint()))
+    m = manifest.parse(text)
+    victim = m.by_name()["enc.weight"].record["oid"]
+    p = store.path(victim)
+    p.chmod(0o644)
+    p.unlink()
+    out = io.BytesIO()
+    with pytest.raises(ObjectMissingError) as info:
+        filters.smudge(text, "m.safetensors", store, out)
+    assert out.getvalue() == b""
+    assert "parameter enc.weight" in str(info.value)
+
+
+def test_object_decoding_to_the_wrong_size_is_refused_before_writing_it(store: Store) -> None:
+    """A hostile object (valid hash, valid frames) that decodes to far more than the manifest's
+    dtype x shape: refused without streaming the excess into the working tree."""
+    text = clean(store, save({"w": np.zeros(4, dtype=np.float32)}))
+    m = manifest.parse(text)
+    bomb = store.put(codec.encode(b"\0" * (8 << 20), 4))
+    e = m.entries[0]
+    evil = manifest.build(
+        m.format,
+        m.skeleton_oid,
+        m.skeleton_size,
+        [Entry(e.name, e.dtype, e.shape, e.hash, {"type": "dense", "oid": bomb.oid, "size": 1})],
+    )
+
+    class Counting:
+        n = 0
+
+        def write(self, data: bytes | memoryview) -> None:
+            self.n += len(data)
+
+    out = Counting()
+    with pytest.raises(ObjectCorruptError) as info:
+        filters.smudge(evil.render(), "m.safetensors", store, out)
+    assert "parameter w" in str(info.value)
+    assert out.n <= 8 + 1024  # the header and at most the tensor's own 16 bytes
+
+
+@pytest.mark.parametrize("name", ["", 'ü name "quoted"\nnewline', "a" * 4096])
+def test_any_name_safetensors_allows_round_trips(store: Store, name: str) -> None:
+    data = save({name: np.ones(2, dtype=np.float32), "other": np.zeros(1, dtype=np.int8)})
+    text = clean(store, data)
+    assert smudge(store, text) == data
+    assert len(text.splitlines()) == 5  # header lines + one line per parameter
+
+
+def test_a_name_the_manifest_cannot_hold_fails_the_clean_and_stores_nothing(store: Store) -> None:
+    before = files_under(store.root)
+    data = save({"x" * 5000: np.ones(2, dtype=np.float32)})
+    with pytest.raises(CheckpointError) as info:
+        clean(store, data)
+    assert str(info.value) == "m.safetensors: cannot be tracked: bad parameter name"
+    assert files_under(store.root) == before
+
+
+def test_duplicate_names_from_a_format_store_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from git_theta.checkpoints.base import SkeletonPart, TensorPart, TensorSpec
+
+    class Twice:
+        name = "twice"
+
+        def split(self, src: ByteSource, path: str | None) -> object:
+            src.drain()
+            for value in (b"\1\0\0\0", b"\2\0\0\0"):
+                yield TensorPart(TensorSpec("same", "F32", (1,)), memoryview(value))
+            yield SkeletonPart(b"skeleton")
+
+    monkeypatch.setattr(filters, "detect", lambda head, path: Twice())
+    before = files_under(store.root)
+    with pytest.raises(CheckpointError, match="two tensors share one name"):
+        clean(store, b"anything")
+    assert files_under(store.root) == before
+
+
+def test_skeleton_decoding_to_another_size_than_the_manifest_says_is_refused(
+    store: Store,
+) -> None:
+    """The manifest records the skeleton's size: a skeleton object that would expand beyond
+    it (a decompression bomb with a valid hash) is refused before it is decoded."""
+    text = clean(store, save({"w": np.zeros(4, dtype=np.float32)}))
+    m = manifest.parse(text)
+    bomb = store.put(codec.encode(b"\0" * (64 << 20), 1))
+    evil = manifest.build(m.format, bomb.oid, m.skeleton_size, m.entries)
+    out = io.BytesIO()
+    with pytest.raises(ObjectCorruptError) as info:
+        filters.smudge(evil.render(), "m.safetensors", store, out)
+    assert str(info.value).startswith(f"m.safetensors: parameter skeleton: object {bomb.oid[:12]}")
+    assert f"holds {64 << 20} bytes" in str(info.value)
+    assert out.getvalue() == b""
+
+
+def _mixed(store: Store, small: dict[str, np.ndarray], big: dict[str, np.ndarray]) -> bytes:
+    """The skeleton of `small` with the entries of `big`: an inconsistent manifest."""
+    a = manifest.parse(clean(store, save(small)))
+    b = manifest.parse(clean(store, save(big)))
+    return manifest.build(a.format, a.skeleton_oid, a.skeleton_size, b.entries).render()
+
+
+def test_entry_disagreeing_with_the_skeleton_is_an_error_not_a_broken_file(
+    store: Store,
+) -> None:
+    text = _mixed(
+        store,
+        {"w": np.zeros(4, dtype=np.float32)},
+        {"w": np.ones(8, dtype=np.float32)},
+    )
+    out = io.BytesIO()
+    with pytest.raises(GitThetaError) as info:
+        filters.smudge(text, "m.safetensors", store, out)
+    assert str(info.value).startswith("m.safetensors: ")
+    assert "w" in str(info.value)
+
+
+def test_manifest_entry_missing_from_the_skeleton_is_an_error(store: Store) -> None:
+    text = _mixed(
+        store,
+        {"w": np.zeros(4, dtype=np.float32)},
+        {"w": np.zeros(4, dtype=np.float32), "extra": np.ones(2, dtype=np.float32)},
+    )
+    with pytest.raises(GitThetaError, match="extra"):
+        filters.smudge(text, "m.safetensors", store, io.BytesIO())
