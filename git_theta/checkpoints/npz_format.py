@@ -243,6 +243,7 @@ class _Inflater:
 
 class NpzFormat(CheckpointFormat):
     name = "npz"
+    double_buffered = True  # one ReusableBuffer view (or a fresh array) per tensor
 
     def sniff(self, head: bytes) -> bool:
         first = ziparchive.first_member_name(head)

@@ -163,6 +163,7 @@ def _spec(storage: StorageRef, views: list[tuple[str, TensorRef]], names: _Names
 
 class TorchFormat(CheckpointFormat):
     name = "torch"
+    double_buffered = True  # one ReusableBuffer view (or a fresh array) per tensor
 
     def sniff(self, head: bytes) -> bool:
         if is_legacy(head):
