@@ -106,7 +106,7 @@ def clean(
     before = previous.by_name() if previous is not None else {}
     # With a double-buffered format, tensor i is hashed and encoded on a worker thread while
     # the loop reads tensor i+1 from git's pipe; at most one tensor is in flight.
-    worker = _tensor_worker() if fmt.double_buffered else None
+    worker = _tensor_worker() if getattr(fmt, "double_buffered", False) else None
     pending: Future[Entry] | None = None
 
     def finish_pending() -> None:

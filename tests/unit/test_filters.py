@@ -84,7 +84,8 @@ def test_unchanged_parameters_are_not_re_encoded(
     a changed tensor is encoded once, whichever update type clean picks for it."""
     t = checkpoint()
     first = clean(store, save(t))
-    skeleton_size = manifest.parse(first).skeleton_size
+    # the skeleton's decoded length (the manifest records its stored size)
+    skeleton_size = len(filters.load_blob(store, manifest.parse(first).skeleton_oid))
     frames: list[int] = []
     real = codec.encode_chunk
 
@@ -213,20 +214,28 @@ def test_duplicate_names_from_a_format_store_nothing(
 
 
 def test_skeleton_decoding_to_another_size_than_the_manifest_says_is_refused(
-    store: Store,
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The manifest records the skeleton's size: a skeleton object that would expand beyond
-    it (a decompression bomb with a valid hash) is refused before it is decoded."""
+    """The manifest records the skeleton's stored size, and decoded skeletons are bounded: a
+    skeleton object of another size, or one that would expand beyond the bound (a
+    decompression bomb with a valid hash), is refused before it is decoded."""
     text = clean(store, save({"w": np.zeros(4, dtype=np.float32)}))
     m = manifest.parse(text)
     bomb = store.put(codec.encode(b"\0" * (64 << 20), 1))
-    evil = manifest.build(m.format, bomb.oid, m.skeleton_size, m.entries)
-    out = io.BytesIO()
-    with pytest.raises(ObjectCorruptError) as info:
-        filters.smudge(evil.render(), "m.safetensors", store, out)
-    assert str(info.value).startswith(f"m.safetensors: parameter skeleton: object {bomb.oid[:12]}")
-    assert f"holds {64 << 20} bytes" in str(info.value)
-    assert out.getvalue() == b""
+    for size, message in [
+        (m.skeleton_size, f"is {bomb.size} bytes, the manifest says {m.skeleton_size}"),
+        (bomb.size, f"claims {64 << 20} decoded bytes"),
+    ]:
+        monkeypatch.setattr(filters, "MAX_SKELETON", 1 << 20)
+        evil = manifest.build(m.format, bomb.oid, size, m.entries)
+        out = io.BytesIO()
+        with pytest.raises(ObjectCorruptError) as info:
+            filters.smudge(evil.render(), "m.safetensors", store, out)
+        assert str(info.value).startswith(
+            f"m.safetensors: parameter skeleton: object {bomb.oid[:12]}"
+        )
+        assert message in str(info.value)
+        assert out.getvalue() == b""
 
 
 def _mixed(store: Store, small: dict[str, np.ndarray], big: dict[str, np.ndarray]) -> bytes:
