@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     return numel(shape) * get(dtype).itemsize
 
 
-def from_numpy(dt: np.dtype[object]) -> str:
+def from_numpy(dt: npt.DTypeLike) -> str:
     """The name of a numpy dtype (little-endian or byte-order-free types only)."""
     d = np.dtype(dt)
     for t in _ALL:
@@ -104,7 +105,8 @@ def to_numpy(
     raw = np.frombuffer(data, dtype=np.uint8 if d.itemsize == 1 else np.uint16)
     if dtype == "BF16":
         return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
-    return _fp8_table(dtype)[raw].reshape(shape)
+    out: np.ndarray = _fp8_table(dtype)[raw].reshape(shape)
+    return out
 
 
 def to_float(
@@ -141,4 +143,4 @@ def from_float(values: np.ndarray, dtype: str) -> bytes:
     idx = np.searchsorted(finite[order], v).clip(1, 255)
     lo, hi = order[idx - 1], order[idx]
     pick = np.where(np.abs(v - table[lo]) <= np.abs(table[hi] - v), lo, hi)
-    return pick.astype(np.uint8).tobytes()
+    return bytes(pick.astype(np.uint8).tobytes())

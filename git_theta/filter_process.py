@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from git_theta.errors import GitThetaError
-from git_theta.streams import ByteSource
+from git_theta.streams import ByteSource, RawReader
 
 MAX_DATA = 65516  # largest pkt-line payload
 FLUSH = b"0000"
@@ -24,7 +24,8 @@ class ProtocolError(GitThetaError):
 
 class PktReader:
     def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
+        # a binary file object: it has readinto, which typing.BinaryIO does not declare
+        self.stream: RawReader = cast(RawReader, stream)
         self._hdr = bytearray(4)
 
     def _length(self) -> int | None:

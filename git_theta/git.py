@@ -223,12 +223,6 @@ def is_commit(rev: str, cwd: str | Path | None = None) -> bool:
     return proc.returncode == 0
 
 
-def rev_list_objects(args: list[str], cwd: str | Path | None = None) -> list[str]:
-    """Ids of every object `git rev-list --objects ARGS` lists (commits, trees, blobs)."""
-    out = run("rev-list", "--objects", *args, "--", cwd=cwd)
-    return [line.split(" ", 1)[0] for line in out.decode().splitlines() if line]
-
-
 def tree_blobs(rev: str, cwd: str | Path | None = None) -> list[tuple[str, str]]:
     """(blob id, path) of every file in the tree of `rev`."""
     out = run("ls-tree", "-r", "-z", "--full-tree", rev, cwd=cwd)
@@ -259,25 +253,6 @@ def blob_sizes(ids: list[str], cwd: str | Path | None = None) -> dict[str, int]:
         if len(parts) == 3 and parts[1] == "blob":
             sizes[parts[0]] = int(parts[2])
     return sizes
-
-
-def read_blobs(ids: list[str], cwd: str | Path | None = None) -> dict[str, bytes]:
-    """Contents of the blobs `ids`, read by one `git cat-file --batch`."""
-    if not ids:
-        return {}
-    out = run("cat-file", "--batch", cwd=cwd, input="\n".join(ids).encode() + b"\n")
-    blobs: dict[str, bytes] = {}
-    pos = 0
-    while pos < len(out):
-        eol = out.index(b"\n", pos)
-        header = out[pos:eol].decode().split(" ")
-        pos = eol + 1
-        if len(header) != 3:  # "<id> missing"
-            continue
-        size = int(header[2])
-        blobs[header[0]] = out[pos : pos + size]
-        pos += size + 1
-    return blobs
 
 
 def credential(

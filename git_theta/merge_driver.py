@@ -354,4 +354,4 @@ def merged_skeleton(
             f"`git theta resolve {path} --export DIR`",
         ) from None
     obj = txn.put(codec.encode(new, 1))
-    return side.format, obj.oid, len(new)
+    return side.format, obj.oid, obj.size  # manifests record the stored size

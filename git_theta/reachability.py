@@ -58,9 +58,18 @@ def _parse(blob: str, data: bytes, path: str) -> FoundManifest | None:
 def read_manifests(
     blobs: Iterable[tuple[str, str]], cwd: str | Path | None = None
 ) -> Iterator[FoundManifest]:
-    """The manifests among `(blob id, path)` pairs; other blobs are skipped."""
+    """The manifests among `(blob id, path)` pairs; other blobs are skipped.
+
+    Blob sizes are asked first, so a large blob (a checkpoint committed before it was
+    tracked, say) is never read just to learn it is not a manifest.
+    """
+    pairs = list(blobs)
+    sizes = git.blob_sizes([b for b, _ in pairs], cwd=cwd)
+    low = len(manifest.MAGIC)
     with git.BlobReader(cwd) as reader:
-        for blob, path in blobs:
+        for blob, path in pairs:
+            if not low <= sizes.get(blob, -1) <= MAX_MANIFEST:
+                continue
             got = reader.read(blob)
             if got is None or got[0] != "blob":
                 continue

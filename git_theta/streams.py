@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol, cast
 
 
 class RawReader(Protocol):
@@ -23,7 +23,8 @@ class ByteSource:
     """
 
     def __init__(self, raw: RawReader | BinaryIO) -> None:
-        self._raw = raw
+        # every binary file object has readinto; typing.BinaryIO just does not declare it
+        self._raw: RawReader = cast(RawReader, raw)
         self._head = bytearray()
         self.position = 0  # bytes handed out so far
 
@@ -31,7 +32,7 @@ class ByteSource:
         got = 0
         n = len(buf)
         while got < n:
-            k = self._raw.readinto(buf[got:])  # type: ignore[arg-type]
+            k = self._raw.readinto(buf[got:])
             if not k:
                 break
             got += k
@@ -77,7 +78,7 @@ class ByteSource:
         chunk = bytearray(1 << 20)
         view = memoryview(chunk)
         while True:
-            k = self._raw.readinto(view)  # type: ignore[arg-type]
+            k = self._raw.readinto(view)
             if not k:
                 break
             out += view[:k]
@@ -95,7 +96,7 @@ class ByteSource:
         self._head.clear()
         chunk = memoryview(bytearray(1 << 20))
         while True:
-            k = self._raw.readinto(chunk)  # type: ignore[arg-type]
+            k = self._raw.readinto(chunk)
             if not k:
                 break
             n += k

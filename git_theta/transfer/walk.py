@@ -1,28 +1,25 @@
 """Which objects a push or fetch moves: the manifests in some git history, and their objects.
 
-This is the transfer's own minimal reachability walk (a fuller one for gc may live in
-git_theta/reachability.py; the two can be unified). A push of local commits L to a remote
-whose refs were at O moves the objects of every manifest blob that `git rev-list --objects
-L --not O` lists: blobs new in the pushed range, whatever commit (merge, rebase, history
-made before git-theta was installed) brought them. Manifests are recognised by content
-(their first line), so no `.gitattributes` of any past commit needs to be consulted.
+The walk itself is git_theta/reachability.py's, shared with gc and fsck. A push of local
+commits L to a remote whose refs were at O moves the objects of every manifest blob that
+`git rev-list --objects L --not O` lists: blobs new in the pushed range, whatever commit
+(merge, rebase, history made before git-theta was installed) brought them. Manifests are
+recognised by content (their first line), so no `.gitattributes` of any past commit needs
+to be consulted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from git_theta import git, manifest
-from git_theta.errors import GitThetaError
+from git_theta import git, reachability
 from git_theta.manifest import Manifest
 from git_theta.transfer.base import ObjectRef
 
 ZERO = "0" * 40
-MAX_MANIFEST_BLOB = 256 << 20
-READ_BUDGET = 64 << 20  # bytes of blobs read per `git cat-file --batch`
 
 
 @dataclass(frozen=True)
@@ -81,47 +78,26 @@ def manifests_in_history(rev_args: Sequence[str], repo: Path) -> Found:
     """Manifests among the blobs `git rev-list --objects REV_ARGS` lists."""
     if not rev_args:
         return Found()
-    ids = git.rev_list_objects(list(rev_args), cwd=repo)
-    return _manifests(ids, repo)
+    return _found(reachability.manifest_blobs(rev_args, repo))
 
 
 def manifests_in_trees(revs: Iterable[str], repo: Path) -> Found:
     """Manifests among the files of the trees of `revs` (what a checkout of them needs)."""
-    ids: dict[str, None] = {}
+    pairs: dict[str, str] = {}
     for rev in revs:
-        for sha, _path in git.tree_blobs(rev, cwd=repo):
-            ids[sha] = None
-    return _manifests(list(ids), repo)
+        for sha, path in git.tree_blobs(rev, cwd=repo):
+            pairs.setdefault(sha, path)
+    return _found(reachability.read_manifests(pairs.items(), repo))
 
 
-def _manifests(ids: list[str], repo: Path) -> Found:
-    sizes = git.blob_sizes(ids, cwd=repo)
-    low = len(manifest.MAGIC)
-    candidates = sorted((s, sha) for sha, s in sizes.items() if low <= s <= MAX_MANIFEST_BLOB)
+def _found(manifests: Iterable[reachability.FoundManifest]) -> Found:
     found = Found()
-    for batch in _batches(candidates):
-        for blob_id, data in git.read_blobs(batch, cwd=repo).items():
-            if not manifest.is_manifest(data):
-                continue
-            try:
-                found.manifests.append(manifest.parse(data, f"blob {blob_id[:12]}"))
-            except GitThetaError:
-                found.malformed.append(blob_id)
+    for f in manifests:
+        if f.manifest is not None:
+            found.manifests.append(f.manifest)
+        else:
+            found.malformed.append(f.blob)
     return found
-
-
-def _batches(candidates: Sequence[tuple[int, str]]) -> Iterator[list[str]]:
-    """Blob ids grouped so that one read holds at most READ_BUDGET bytes (or one blob)."""
-    batch: list[str] = []
-    budget = 0
-    for size, sha in candidates:
-        if batch and budget + size > READ_BUDGET:
-            yield batch
-            batch, budget = [], 0
-        batch.append(sha)
-        budget += size
-    if batch:
-        yield batch
 
 
 def manifest_objects(m: Manifest) -> list[ObjectRef]:

@@ -6,13 +6,15 @@ completes the work with the exact bytes.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from tests.conftest import git, theta
 from tests.reliability.helpers import assert_store_sound, delays, make_model, run_and_kill
 
-KILLS = 6
+# more for the long runs: GIT_THETA_KILLS=50 pytest tests/reliability (docs/reliability.md)
+KILLS = int(os.environ.get("GIT_THETA_KILLS", "6"))
 
 
 def _timed(args: list[str], cwd: Path) -> float:
