@@ -24,7 +24,7 @@ from git_theta.errors import (
 )
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store, StoredObject
-from git_theta.streams import ByteSource
+from git_theta.streams import ByteSource, spool_dir
 from git_theta.updates import choose
 from git_theta.updates.base import Record, UpdateType, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
@@ -116,7 +116,7 @@ def clean(
             pending = None
             progress(label, st.bytes_in, total)
 
-    with store.transaction() as txn:
+    with store.transaction() as txn, spool_dir(store.tmp):
         try:
             for part in fmt.split(src, path):
                 if isinstance(part, SkeletonPart):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, Protocol
 
 from git_theta import dtypes
+from git_theta.errors import CheckpointError
 from git_theta.streams import ByteSource
 
 
@@ -161,3 +162,24 @@ def join_splice(segments: Sequence[bytes | str], payloads: Payloads, out: Sink) 
 def write_all(out: BinaryIO, parts: Iterator[bytes | memoryview]) -> None:
     for p in parts:
         out.write(p)
+
+
+def splice_specs(specs: Sequence[TensorSpec]) -> dict[str, list[object]]:
+    """What a skeleton expects of each tensor (dtype, shape), for `check_splice_specs`."""
+    return {s.name: [s.dtype, list(s.shape)] for s in specs}
+
+
+def check_splice_specs(expected: object, specs: Mapping[str, TensorSpec]) -> None:
+    """Refuse to join tensors whose dtype or shape differ from what the skeleton's own
+    bytes (a pickle, a header) describe: the file would be silently inconsistent."""
+    if not isinstance(expected, dict):
+        return
+    for name, spec in specs.items():
+        want = expected.get(name)
+        if want is not None and [spec.dtype, list(spec.shape)] != want:
+            raise CheckpointError(
+                None,
+                f"tensor {name} is {spec.dtype}{list(spec.shape)} in the manifest but the "
+                f"file's own header describes {want[0]}{want[1]}, so it cannot be rebuilt",
+                hint="this update or merge changed a dtype or shape the format cannot change",
+            )

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from git_theta import plugins
 from tests.conftest import git
 
 NAME = "model.safetensors"
@@ -104,9 +105,10 @@ def test_trailing_garbage(repo: Path) -> None:
 def test_not_a_checkpoint_under_a_tracked_pattern(repo: Path, content: bytes) -> None:
     good_file(repo)
     line = failing_add(repo, content)
+    installed = ", ".join(plugins.available(plugins.CHECKPOINTS))
     assert line == (
         f"git-theta: error: {NAME}: is not a checkpoint in any installed format; formats "
-        "installed: safetensors; or untrack it with `git theta untrack`"
+        f"installed: {installed}; or untrack it with `git theta untrack`"
     )
 
 

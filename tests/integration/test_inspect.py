@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from git_theta import plugins
 from tests.conftest import git, store_objects, theta
 
 
@@ -325,7 +326,8 @@ def test_a_tracked_file_that_is_no_checkpoint_does_not_stop_the_diff(repo: Path)
     assert "-plain text\n+changed text\n" in shown
     (repo / "notes.bin").write_bytes(b"changed text\n")  # the working tree, as committed
     status = theta("status", cwd=repo).stdout.splitlines()
+    installed = ", ".join(plugins.available(plugins.CHECKPOINTS))
     assert status[0] == "unreadable: notes.bin  (notes.bin: is not a checkpoint in any " + (
-        "installed format; formats installed: safetensors; or untrack it with `git theta untrack`)"
+        f"installed format; formats installed: {installed}; or untrack it with `git theta untrack`)"
     )
     assert theta("diff", cwd=repo).stdout.startswith("theta diff notes.bin: cannot compare: ")
