@@ -283,14 +283,26 @@ def filter_process() -> None:
 def checkout_cmd(paths: tuple[str, ...]) -> None:
     """Write out tracked checkpoints whose working-tree file still holds a manifest.
 
-    Needed after `GIT_THETA_SKIP_SMUDGE=1`, or if a direct checkout was interrupted.
+    Needed after `GIT_THETA_SKIP_SMUDGE=1`, or if a direct checkout was interrupted; objects
+    missing locally are downloaded from the remote first. Tracked checkpoints that git sees
+    as modified only because their index stat data is stale (a direct checkout killed
+    between writing the file and refreshing the index) are refreshed too.
     """
     top = git.toplevel()
     os.chdir(top)
     names = list(paths) or tracked_paths()
     todo = materialize.manifests_in_worktree(names)
     store = open_store()
-    written = materialize.finish(todo, store, progress=TerminalProgress("checking out"))
+    fetcher = _smudge_fetcher(store)
+    try:
+        written = materialize.finish(
+            todo, store, progress=TerminalProgress("checking out"), fetch=fetcher
+        )
+    finally:
+        fetcher.close()
+    stale = [p for p in git.lines_z("ls-files", "-m", "-z", "--", *names) if p not in written]
+    if stale:
+        materialize.refresh_index(stale)
     for p in written:
         click.echo(f"checked out {p}")
     if not written:

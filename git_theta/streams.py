@@ -66,9 +66,21 @@ class ByteSource:
             raise EOFError(len(buf) - got)
 
     def read_exact(self, n: int) -> bytes:
-        buf = bytearray(n)
-        self.read_exact_into(memoryview(buf))
-        return bytes(buf)
+        """Exactly `n` bytes. Memory follows what arrives, not `n`: a truncated file whose
+        header claims a huge length costs what it holds."""
+        if n <= 1 << 20:
+            buf = bytearray(n)
+            self.read_exact_into(memoryview(buf))
+            return bytes(buf)
+        out = bytearray()
+        step = bytearray(1 << 20)
+        while len(out) < n:
+            view = memoryview(step)[: min(len(step), n - len(out))]
+            got = self.readinto(view)
+            out += view[:got]
+            if got < len(view):
+                raise EOFError(n - len(out))
+        return bytes(out)
 
     def read_all(self, limit: int | None = None) -> bytes:
         """Everything left (at most `limit` bytes, else ValueError)."""

@@ -89,6 +89,19 @@ def test_pull_alone_downloads_and_checks_out(repo: Path, tmp_path: Path) -> None
     assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
 
 
+def test_git_theta_checkout_downloads_what_it_writes(repo: Path, tmp_path: Path) -> None:
+    bare = _pushed(repo, tmp_path)
+    env = {**fresh_home(tmp_path), "GIT_THETA_SKIP_SMUDGE": "1"}
+    clone = tmp_path / "clone"
+    run_git(["clone", "-q", str(bare), str(clone)], cwd=tmp_path, env=env)
+    del env["GIT_THETA_SKIP_SMUDGE"]
+    out = run_theta(["checkout", "m.safetensors"], cwd=clone, env=env)
+    assert out.stdout == "checked out m.safetensors\n"
+    assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
+    assert (clone / "sub.safetensors").read_bytes().startswith(b"git-theta-manifest")
+    assert run_git(["status", "--porcelain"], cwd=clone, env=env).stdout == ""
+
+
 def test_missing_on_path_remote_is_a_clear_error(repo: Path, tmp_path: Path) -> None:
     bare = _pushed(repo, tmp_path)
     victim = sorted(store_of(bare))[0]
