@@ -30,7 +30,8 @@ from git_theta.updates.incremental import (
 )
 
 
-def _row_digests(data: bytes | memoryview, rows: int) -> list[bytes]:
+def row_digests(data: bytes | memoryview, rows: int) -> list[bytes]:
+    """A 16-byte blake3 digest of each of the `rows` equal rows of `data`."""
     if rows == 0:
         return []
     view = memoryview(data).cast("B")
@@ -46,7 +47,11 @@ def match_rows(
 
     Greedy in order: a base row equal to the next unmatched new row is kept, otherwise dropped.
     """
-    a, b = _row_digests(base, base_rows), _row_digests(new, new_rows)
+    return match_rows_digests(row_digests(base, base_rows), row_digests(new, new_rows))
+
+
+def match_rows_digests(a: list[bytes], b: list[bytes]) -> tuple[list[int], int] | None:
+    """`match_rows` over the rows' digests (base rows `a`, new rows `b`)."""
     dropped: list[int] = []
     j = 0
     for i, d in enumerate(a):
@@ -54,7 +59,7 @@ def match_rows(
             j += 1
         else:
             dropped.append(i)
-    if j == 0 and base_rows:
+    if j == 0 and a:
         return None
     return dropped, j
 
