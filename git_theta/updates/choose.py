@@ -37,7 +37,7 @@ from git_theta.errors import GitThetaError
 from git_theta.store import ObjectWriter, Store
 from git_theta.updates.base import Record, ValueSpec
 from git_theta.updates.delta import difference
-from git_theta.updates.incremental import UINT, depth, encode_bytes
+from git_theta.updates.incremental import UINT, depth, encode_bytes, rechunk
 from git_theta.updates.rows import match_rows_digests, row_digests
 from git_theta.updates.sparse import changed_positions, index_dtype
 
@@ -170,32 +170,18 @@ def _base_chunks(txn: Store, old: Entry, step: int) -> Iterator[memoryview]:
     from git_theta import filters
 
     h = blake3.blake3(max_threads=blake3.blake3.AUTO if old.nbytes > (4 << 20) else 1)
-    n = 0
-    pending = bytearray()
+    spec = ValueSpec(old.name, old.dtype, old.shape)
+
+    def hashed() -> Iterator[bytes | memoryview]:
+        for c in filters.rebuild(txn, old.record, spec):
+            h.update(c)
+            yield c
+
     try:
-        for c in filters.rebuild(txn, old.record, ValueSpec(old.name, old.dtype, old.shape)):
-            view = memoryview(c).cast("B")
-            h.update(view)
-            n += len(view)
-            if n > old.nbytes:
-                raise _BaseUnusable
-            if pending:
-                take = min(len(view), step - len(pending))
-                pending += view[:take]
-                view = view[take:]
-                if len(pending) == step:
-                    yield memoryview(bytes(pending))
-                    pending.clear()
-            while len(view) >= step:
-                yield view[:step]
-                view = view[step:]
-            if len(view):
-                pending += view
-        if pending:
-            yield memoryview(bytes(pending))
+        yield from rechunk(hashed(), step, old.nbytes, "the base", spec)
     except GitThetaError:
         raise _BaseUnusable from None
-    if n != old.nbytes or "blake3:" + h.hexdigest() != old.hash:
+    if "blake3:" + h.hexdigest() != old.hash:
         raise _BaseUnusable
 
 
