@@ -13,9 +13,12 @@ against integer difference on real MiniLM weights moved by relative noise 1e-3 (
 ratio, smaller is better): fp32 0.542 (xor) vs 0.584 (sub), bf16 0.100 vs 0.141, dense
 0.847 / 0.692; so clean uses XOR (the `delta` type still reads both).
 
-The base value is rebuilt from the previous record (one parameter at a time) and checked
-against its manifest hash; a base that cannot be rebuilt (objects not fetched, damage) or
-a chain already `chain_max()` records deep gets a dense keyframe instead.
+The base value is rebuilt from the previous record chunk by chunk, in step with the new
+value, and checked against its manifest hash when the walk ends; a base that cannot be
+rebuilt (objects not fetched, damage) or a chain already `chain_max()` records deep gets a
+dense keyframe instead. No candidate is built whole in memory: the delta and dense objects
+stream into store writers (the losers are discarded) and the sparse arrays are kept only
+while small, so clean holds little beyond the new value itself (docs/patches.md, Memory).
 """
 
 from __future__ import annotations
@@ -213,6 +216,11 @@ class _Frames:
         self.frames.append(frame)
         self.held += len(frame)
 
+    @property
+    def memory(self) -> int:
+        """Bytes held: compressed frames plus raw bytes not yet framed."""
+        return self.held + len(self.raw)
+
     def encoded(self) -> bytes:
         if self.raw:
             self._flush(len(self.raw))
@@ -239,21 +247,26 @@ def _scan(
     count = 0
     last = 0  # flat index of the last changed element kept for sparse
 
-    def one(item: tuple[int, memoryview]) -> tuple[bytes, np.ndarray]:
+    def one(item: tuple[int, memoryview]) -> tuple[bytes, int, np.ndarray | None]:
         i, base = item
         new = view[i * step : i * step + len(base)]
         diff = difference(base, new, itemsize, "xor")
-        return codec.encode_chunk(diff, itemsize), changed_positions(base, new, itemsize)
+        frame = codec.encode_chunk(diff, itemsize)
+        if indices is None and itemsize in UINT:  # sparse is out: a count is enough
+            return frame, int(np.count_nonzero(np.frombuffer(diff, dtype=UINT[itemsize]))), None
+        positions = changed_positions(base, new, itemsize)
+        return frame, len(positions), positions
 
     try:
-        for i, (frame, positions) in enumerate(
+        for i, (frame, changed, positions) in enumerate(
             parallel.ordered_map(one, enumerate(_base_chunks(txn, old, step)))
         ):
             delta.write(frame)
-            count += len(positions)
-            if indices is None:
+            count += changed
+            if indices is None or positions is None:
+                indices = None
                 continue
-            if count > sparse_max or indices.held + values.held > SPARSE_MAX_HELD:
+            if count > sparse_max or indices.memory + values.memory > SPARSE_MAX_HELD:
                 indices = None  # too many changes for sparse: stop collecting
                 continue
             if len(positions):
