@@ -321,3 +321,26 @@ def test_sparse_arrays_past_the_memory_cap_give_a_delta(
     e1 = add(store, e0, b.tobytes(), "F32", shape)
     assert e1.record["type"] == "delta"
     assert rebuilt(store, e1.record, "w", "F32", shape) == b.tobytes()
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("dtype", ["F32", "BF16"])
+def test_low_rank_and_ia3_bits_do_not_depend_on_row_blocks(
+    monkeypatch: pytest.MonkeyPatch, dtype: str, transpose: bool
+) -> None:
+    """Rebuilds apply patches block of rows by block of rows: the bits are the same as one
+    whole-matrix pass."""
+    from git_theta.updates import low_rank
+
+    rng = np.random.default_rng(11)
+    shape = (37, 53)
+    w = raw(rng.standard_normal(shape), dtype)
+    out_, in_ = (shape[1], shape[0]) if transpose else shape
+    a, b = rng.standard_normal((3, in_)), rng.standard_normal((out_, 3))
+    vec = rng.standard_normal(shape[1])
+    whole = apply_low_rank(w, dtype, shape, a, b, 0.3, transpose)
+    scaled = apply_ia3(w, dtype, shape, vec, 1)
+    monkeypatch.setattr(low_rank, "BLOCK_ELEMENTS", 7)
+    assert low_rank.block_bytes(dtype, shape) == 53 * dtypes.get(dtype).itemsize
+    assert apply_low_rank(w, dtype, shape, a, b, 0.3, transpose) == whole
+    assert apply_ia3(w, dtype, shape, vec, 1) == scaled
