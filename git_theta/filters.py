@@ -301,11 +301,21 @@ def _oids(record: Record) -> set[str]:
 def rebuild(store: Store, record: Record, spec: ValueSpec) -> Iterator[bytes | memoryview]:
     """The raw bytes of a value from its record (any update type, chains resolved)."""
     kind: UpdateType = plugins.load(plugins.UPDATES, str(record["type"]))
+    return kind.chunks(record, spec, store, _Resolver(store))
 
-    def resolve(base: Record, base_spec: ValueSpec) -> bytes:
-        return b"".join(bytes(c) for c in rebuild(store, base, base_spec))
 
-    return kind.chunks(record, spec, store, resolve)
+class _Resolver:
+    """Rebuilds nested base records: whole (`__call__`, the Resolver interface) or chunk by
+    chunk (`stream`, which incremental.base_stream uses to keep memory near a chunk)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __call__(self, base: Record, base_spec: ValueSpec) -> bytes:
+        return b"".join(bytes(c) for c in rebuild(self.store, base, base_spec))
+
+    def stream(self, base: Record, base_spec: ValueSpec) -> Iterator[bytes | memoryview]:
+        return rebuild(self.store, base, base_spec)
 
 
 def missing_objects(store: Store, m: Manifest) -> list[tuple[str, str]]:

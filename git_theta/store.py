@@ -68,6 +68,10 @@ class ObjectWriter:
             raise StoreWriteError(str(self._store.root), exc) from None
         self.size += len(data)
 
+    def digest(self) -> str:
+        """The object id of what was written so far (what `commit` would publish)."""
+        return self._hash.copy().hexdigest()
+
     def commit(self) -> StoredObject:
         try:
             self._file.close()

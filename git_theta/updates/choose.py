@@ -13,26 +13,36 @@ against integer difference on real MiniLM weights moved by relative noise 1e-3 (
 ratio, smaller is better): fp32 0.542 (xor) vs 0.584 (sub), bf16 0.100 vs 0.141, dense
 0.847 / 0.692; so clean uses XOR (the `delta` type still reads both).
 
-The base value is rebuilt from the previous record (one parameter at a time) and checked
-against its manifest hash; a base that cannot be rebuilt (objects not fetched, damage) or
-a chain already `chain_max()` records deep gets a dense keyframe instead.
+The base value is rebuilt from the previous record chunk by chunk, in step with the new
+value, and checked against its manifest hash when the walk ends; a base that cannot be
+rebuilt (objects not fetched, damage) or a chain already `chain_max()` records deep gets a
+dense keyframe instead. No candidate is built whole in memory: the delta and dense objects
+stream into store writers (the losers are discarded) and the sparse arrays are kept only
+while small, so clean holds little beyond the new value itself (docs/patches.md, Memory).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+from collections.abc import Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from git_theta import dtypes
+import blake3
+import numpy as np
+
+from git_theta import codec, dtypes, parallel
 from git_theta.checkpoints.base import TensorSpec
 from git_theta.errors import GitThetaError
-from git_theta.store import Store
+from git_theta.store import ObjectWriter, Store
 from git_theta.updates.base import Record, ValueSpec
-from git_theta.updates.delta import DeltaUpdate
-from git_theta.updates.incremental import Candidate, depth, encode_bytes
-from git_theta.updates.rows import RowsUpdate
-from git_theta.updates.sparse import SparseUpdate, changed_positions
+from git_theta.updates.delta import difference
+from git_theta.updates.incremental import UINT, depth, encode_bytes, rechunk
+from git_theta.updates.rows import match_rows_digests, row_digests
+from git_theta.updates.sparse import changed_positions, index_dtype
 
 if TYPE_CHECKING:
     from git_theta.filters import CleanStats
@@ -69,7 +79,13 @@ def chain_max() -> int:
 def store_changed(
     txn: Store, data: memoryview, spec: TensorSpec, h: str, old: Entry | None, st: CleanStats
 ) -> Record:
-    """Store a new or changed value the cheapest way; return its record."""
+    """Store a new or changed value the cheapest way; return its record.
+
+    Memory stays near a few codec chunks beyond `data`: the base is rebuilt chunk by chunk
+    and walked in step with `data`, the delta streams into a store object as it is computed,
+    the sparse arrays are kept (compressed) only while they stay small, and the dense
+    candidate is sampled first and streamed into the store only when it may win.
+    """
     from git_theta import filters
 
     group = dtypes.get(spec.dtype).itemsize
@@ -78,18 +94,20 @@ def store_changed(
         return filters._store_dense(txn, data, spec, h, st)
     if depth(old.record) + 1 > chain_max():
         return filters._store_dense(txn, data, spec, h, st)
-    base = _rebuild_base(txn, old)
-    if base is None:
-        return filters._store_dense(txn, data, spec, h, st)
     vspec = ValueSpec(spec.name, spec.dtype, spec.shape)
-    candidates = _incremental(old, base, data, vspec)
-    if not candidates:
-        return filters._store_dense(txn, data, spec, h, st)
-    best = min(candidates, key=lambda c: c.cost)
-    dense = _dense_unless_beaten(data, group, best.cost)
-    if dense is not None and dense.cost <= best.cost:
-        best = dense
-    record, new_objects, new_bytes = best.commit(txn)
+    with contextlib.ExitStack() as stack:
+        if spec.shape != old.shape:
+            found = _rows(txn, stack, old, data, vspec)
+        else:
+            found = _scan(txn, stack, old, data, vspec)
+        if found is None:
+            return filters._store_dense(txn, data, spec, h, st)
+        best = min(found, key=lambda c: c.cost)
+        if _dense_may_win(data, group, best.cost):
+            dense = _Streamed({"type": "dense"}, {"": _write_value(txn, stack, data, group)})
+            if dense.cost <= best.cost:
+                best = dense
+        record, new_objects, new_bytes = best.commit(txn)
     st.new_objects += new_objects
     st.new_bytes += new_bytes
     if record["type"] == "dense":
@@ -99,41 +117,229 @@ def store_changed(
     return record
 
 
-def _rebuild_base(txn: Store, old: Entry) -> bytes | None:
+class _Streamed:
+    """A candidate whose objects are open store writers (bytes) or encoded bytes in memory.
+
+    Cost is counted as `Candidate.cost` does; `commit` publishes its writers and leaves the
+    others to be discarded when the caller's ExitStack closes.
+    """
+
+    def __init__(self, record: dict[str, Any], objects: dict[str, ObjectWriter | bytes]) -> None:
+        self.record = record
+        self.objects = objects
+
+    @property
+    def cost(self) -> int:
+        text = json.dumps(self.record, separators=(",", ":"))
+        sizes = [o.size if isinstance(o, ObjectWriter) else len(o) for o in self.objects.values()]
+        return sum(sizes) + len(text) + 90 * len(self.objects)
+
+    def commit(self, txn: Store) -> tuple[dict[str, Any], int, int]:
+        rec = dict(self.record)
+        new_objects = new_bytes = 0
+        for key, obj in sorted(self.objects.items()):
+            if isinstance(obj, ObjectWriter):
+                existed = txn.has(obj.digest())
+                stored = obj.commit()
+            else:
+                existed = txn.has(hashlib.sha256(obj).hexdigest())
+                stored = txn.put(obj)
+            if not existed:
+                new_objects += 1
+                new_bytes += stored.size
+            prefix = f"{key}_" if key else ""
+            rec[prefix + "oid"] = stored.oid
+            rec[prefix + "size"] = stored.size
+        return rec, new_objects, new_bytes
+
+
+def _write_value(
+    txn: Store, stack: contextlib.ExitStack, data: bytes | memoryview, group: int
+) -> ObjectWriter:
+    """An open writer holding `data` encoded (codec.py), not yet committed."""
+    view = memoryview(data).cast("B")
+    w = stack.enter_context(txn.writer())
+    w.write(codec.header(len(view), group))
+    for frame in parallel.ordered_map(
+        lambda c: codec.encode_chunk(c, group), codec.chunks(view, group)
+    ):
+        w.write(frame)
+    return w
+
+
+def _base_chunks(txn: Store, old: Entry, step: int) -> Iterator[memoryview]:
+    """The rebuilt base in pieces of exactly `step` bytes (the last shorter), then a check
+    of its length and hash: raises _BaseUnusable if it is not the manifest's value."""
     from git_theta import filters
 
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO if old.nbytes > (4 << 20) else 1)
+    spec = ValueSpec(old.name, old.dtype, old.shape)
+
+    def hashed() -> Iterator[bytes | memoryview]:
+        for c in filters.rebuild(txn, old.record, spec):
+            h.update(c)
+            yield c
+
     try:
-        base = b"".join(
-            bytes(c)
-            for c in filters.rebuild(txn, old.record, ValueSpec(old.name, old.dtype, old.shape))
-        )
+        yield from rechunk(hashed(), step, old.nbytes, "the base", spec)
     except GitThetaError:
-        return None
-    if len(base) != old.nbytes or filters.raw_hash(base) != old.hash:
-        return None
-    return base
+        raise _BaseUnusable from None
+    if "blake3:" + h.hexdigest() != old.hash:
+        raise _BaseUnusable
 
 
-def _incremental(old: Entry, base: bytes, data: memoryview, spec: ValueSpec) -> list[Candidate]:
-    out: list[Candidate] = []
-    if spec.shape != old.shape:
-        rows = RowsUpdate.candidate(old.record, base, old.shape, data, spec)
-        return [rows] if rows is not None else []
+class _BaseUnusable(Exception):
+    """The base could not be rebuilt, or not to its manifest hash: store a dense keyframe."""
+
+
+class _Frames:
+    """Bytes appended in any pieces, encoded (codec.py) frame by frame as they fill up:
+    `encoded()` equals `codec.encode` of everything appended, holding only compressed bytes."""
+
+    def __init__(self, group: int) -> None:
+        self.group = group
+        self.step = codec.chunk_size(group)
+        self.raw = bytearray()
+        self.frames: list[bytes] = []
+        self.total = 0
+        self.held = 0  # compressed bytes held
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.raw += data
+        self.total += len(data)
+        while len(self.raw) >= self.step:
+            self._flush(self.step)
+
+    def _flush(self, n: int) -> None:
+        frame = codec.encode_chunk(memoryview(self.raw)[:n], self.group)
+        del self.raw[:n]
+        self.frames.append(frame)
+        self.held += len(frame)
+
+    @property
+    def memory(self) -> int:
+        """Bytes held: compressed frames plus raw bytes not yet framed."""
+        return self.held + len(self.raw)
+
+    def encoded(self) -> bytes:
+        if self.raw:
+            self._flush(len(self.raw))
+        return codec.header(self.total, self.group) + b"".join(self.frames)
+
+
+def _scan(
+    txn: Store, stack: contextlib.ExitStack, old: Entry, data: memoryview, spec: ValueSpec
+) -> list[_Streamed] | None:
+    """One pass over base and new value in step: the XOR delta streams into a store writer,
+    changed elements are counted, and the sparse arrays are built while they stay small.
+    None if the base is unusable."""
     itemsize = dtypes.get(spec.dtype).itemsize
-    positions = changed_positions(base, data, itemsize)
     numel = max(1, dtypes.numel(spec.shape))
-    fraction = len(positions) / numel
-    if fraction <= SPARSE_MAX_FRACTION:
-        out.append(SparseUpdate.candidate(old.record, data, spec, positions))
-    if fraction >= DELTA_MIN_FRACTION:
-        out.append(DeltaUpdate.candidate(old.record, base, data, spec, "xor"))
+    step = codec.chunk_size(itemsize)
+    view = memoryview(data).cast("B")
+    idt = index_dtype(dtypes.numel(spec.shape))
+    np_idt = UINT[dtypes.get(idt).itemsize]
+    sparse_max = int(SPARSE_MAX_FRACTION * numel)
+    indices: _Frames | None = _Frames(dtypes.get(idt).itemsize)
+    values = _Frames(itemsize)
+    delta = stack.enter_context(txn.writer())
+    delta.write(codec.header(len(view), itemsize))
+    count = 0
+    last = 0  # flat index of the last changed element kept for sparse
+
+    def one(item: tuple[int, memoryview]) -> tuple[bytes, int, np.ndarray | None]:
+        i, base = item
+        new = view[i * step : i * step + len(base)]
+        diff = difference(base, new, itemsize, "xor")
+        frame = codec.encode_chunk(diff, itemsize)
+        if indices is None and itemsize in UINT:  # sparse is out: a count is enough
+            return frame, int(np.count_nonzero(np.frombuffer(diff, dtype=UINT[itemsize]))), None
+        positions = changed_positions(base, new, itemsize)
+        return frame, len(positions), positions
+
+    try:
+        for i, (frame, changed, positions) in enumerate(
+            parallel.ordered_map(one, enumerate(_base_chunks(txn, old, step)))
+        ):
+            delta.write(frame)
+            count += changed
+            if indices is None or positions is None:
+                indices = None
+                continue
+            if count > sparse_max or indices.memory + values.memory > SPARSE_MAX_HELD:
+                indices = None  # too many changes for sparse: stop collecting
+                continue
+            if len(positions):
+                first = i * (step // itemsize)
+                pos = positions.astype(np.uint64) + np.uint64(first)
+                gaps = np.diff(pos, prepend=np.uint64(last))
+                last = int(pos[-1])
+                indices.add(np.ascontiguousarray(gaps, dtype=np_idt).tobytes())
+                rows = np.frombuffer(view[i * step : (i + 1) * step], dtype=np.uint8)
+                values.add(rows.reshape(-1, itemsize)[positions].tobytes())
+    except _BaseUnusable:
+        return None
+    out: list[_Streamed] = []
+    fraction = count / numel
+    if indices is not None and fraction <= SPARSE_MAX_FRACTION:
+        record = {"type": "sparse", "base": old.record, "count": count, "index_dtype": idt}
+        out.append(_Streamed(record, {"indices": indices.encoded(), "values": values.encoded()}))
+    if fraction >= DELTA_MIN_FRACTION or not out:
+        out.append(_Streamed({"type": "delta", "op": "xor", "base": old.record}, {"": delta}))
     return out
 
 
-def _dense_unless_beaten(data: memoryview, group: int, beat: int) -> Candidate | None:
-    """The dense candidate, or None when samples show it cannot beat `beat` bytes.
+def _rows(
+    txn: Store, stack: contextlib.ExitStack, old: Entry, data: memoryview, spec: ValueSpec
+) -> list[_Streamed] | None:
+    """The rows candidate (rows dropped from / appended to the base), or None: the base is
+    walked row by row for digests, and appended rows stream into a store writer."""
+    if not spec.shape or not old.shape or spec.shape[1:] != old.shape[1:]:
+        return None
+    base_rows = old.shape[0]
+    width = dtypes.nbytes(spec.dtype, spec.shape[1:])
+    if width == 0:
+        return None
+    per = max(1, codec.CHUNK // width)
+    digests: list[bytes] = []
+    try:
+        for block in _base_chunks(txn, old, per * width):
+            for r in range(len(block) // width):
+                digests.append(blake3.blake3(block[r * width : (r + 1) * width]).digest(16))
+    except _BaseUnusable:
+        return None
+    found = match_rows_digests(digests, row_digests(data, spec.shape[0]))
+    if found is None:
+        return None
+    dropped, first_new = found
+    idt = "U32" if base_rows <= 0xFFFFFFFF else "U64"
+    pos = np.asarray(dropped, dtype=np.uint64)
+    gaps = np.diff(pos, prepend=np.uint64(0)).astype(UINT[dtypes.get(idt).itemsize])
+    appended = spec.shape[0] - first_new
+    record = {
+        "type": "rows",
+        "base": old.record,
+        "base_shape": list(old.shape),
+        "dropped": len(dropped),
+        "index_dtype": idt,
+        "appended": appended,
+    }
+    objects: dict[str, ObjectWriter | bytes] = {
+        "dropped": encode_bytes(gaps.tobytes(), dtypes.get(idt).itemsize)
+    }
+    if appended:
+        tail = memoryview(data).cast("B")[first_new * width :]
+        objects["appended"] = _write_value(txn, stack, tail, dtypes.get(spec.dtype).itemsize)
+    return [_Streamed(record, objects)]
 
-    A large value is first sampled (start, middle, end): if even a 10% margin leaves the
+
+SPARSE_MAX_HELD = 64 << 20  # compressed sparse arrays held while scanning; beyond, no sparse
+
+
+def _dense_may_win(data: memoryview, group: int, beat: int) -> bool:
+    """False when samples show a dense copy cannot beat `beat` bytes.
+
+    A large value is sampled (start, middle, end): if even a 10% margin leaves the
     extrapolated dense size above `beat`, the full encoding is skipped (it would lose).
     """
     n = len(data)
@@ -142,6 +348,5 @@ def _dense_unless_beaten(data: memoryview, group: int, beat: int) -> Candidate |
         sampled = sum(len(encode_bytes(data[s : s + SAMPLE], group)) for s in starts)
         estimate = sampled * n / (len(starts) * SAMPLE)
         if estimate * 0.9 > beat:
-            return None
-    record: dict[str, Any] = {"type": "dense"}
-    return Candidate(record, {"": encode_bytes(data, group)})
+            return False
+    return True

@@ -22,8 +22,7 @@ from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
 from git_theta.updates.incremental import (
     UINT,
     Candidate,
-    base_bytes,
-    check_size,
+    base_stream,
     encode_bytes,
     object_id,
 )
@@ -72,22 +71,30 @@ class DeltaUpdate(UpdateType):
         if op not in OPS:
             raise UpdateError(f"{spec.name}: delta record has unknown op {op!r}")
         itemsize = dtypes.get(spec.dtype).itemsize
-        base = memoryview(base_bytes(record, spec, resolve))
-        check_size(base, spec, "the delta record's base")
+        want = dtypes.nbytes(spec.dtype, spec.shape)
         oid = object_id(record, "oid", spec)
         with store.open_verified(oid, param=spec.name, path=spec.path) as view:
             try:
                 dec = codec.Decoder(view)
-                if dec.size != len(base) or dec.chunk % itemsize:
-                    raise codec.CodecError(f"holds {dec.size} bytes, the value has {len(base)}")
-                step = dec.chunk
+                if dec.size != want or dec.chunk % itemsize:
+                    raise codec.CodecError(f"holds {dec.size} bytes, the value has {want}")
+                # the base streams in the object's chunks: memory stays near a few chunks
+                base = base_stream(record, spec, resolve, dec.chunk)
 
-                def one(item: tuple[int, tuple[memoryview, int]]) -> bytes:
-                    i, (frame, want) = item
-                    diff = codec.decode_frame(frame, want, dec.group)
-                    start = i * step
-                    return combine(base[start : start + want], diff, itemsize, op)
+                def pairs() -> Iterator[tuple[memoryview, int, memoryview]]:
+                    for frame, n in dec.frames():
+                        b = next(base, None)
+                        if b is None or len(b) != n:
+                            raise UpdateError(f"{spec.name}: the delta record's base is short")
+                        yield frame, n, b
+                    if next(base, None) is not None:
+                        raise UpdateError(f"{spec.name}: the delta record's base is too long")
 
-                yield from parallel.ordered_map(one, enumerate(dec.frames()))
+                def one(item: tuple[memoryview, int, memoryview]) -> bytes:
+                    frame, n, b = item
+                    diff = codec.decode_frame(frame, n, dec.group)
+                    return combine(b, diff, itemsize, op)
+
+                yield from parallel.ordered_map(one, pairs())
             except codec.CodecError as exc:
                 raise ObjectCorruptError(oid, str(exc), param=spec.name, path=spec.path) from None

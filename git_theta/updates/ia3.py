@@ -12,7 +12,7 @@ parameter's dtype, so the result is the same bits on every machine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -22,26 +22,45 @@ from git_theta.store import Store
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
 from git_theta.updates.incremental import (
     Candidate,
-    base_bytes,
-    check_size,
+    base_stream,
     encode_bytes,
     load_value_bytes,
 )
+from git_theta.updates.low_rank import block_bytes
 
 
 def apply_ia3(
     base: bytes | memoryview, dtype: str, shape: tuple[int, ...], vector: np.ndarray, axis: int
 ) -> bytes:
     """The raw bytes of base scaled by `vector` along `axis` (0: rows, 1: columns)."""
-    w = dtypes.to_float(base, dtype, shape)
+    view = memoryview(base).cast("B")
+    step = block_bytes(dtype, shape)
+    blocks = (view[i : i + step] for i in range(0, len(view), step))
+    return b"".join(ia3_blocks(blocks, dtype, shape, vector, axis))
+
+
+def ia3_blocks(
+    blocks: Iterable[bytes | memoryview],
+    dtype: str,
+    shape: tuple[int, ...],
+    vector: np.ndarray,
+    axis: int,
+) -> Iterator[bytes]:
+    """`apply_ia3` over the base given in blocks of whole stored rows (elements of a 1-D
+    parameter), block by block: one product per element, so the bits match."""
     v = np.asarray(vector, dtype=np.float64).reshape(-1)
-    if len(shape) == 1:
-        out = w * v
-    elif axis == 0:
-        out = w * v[:, None]
-    else:
-        out = w * v[None, :]
-    return dtypes.from_float(out, dtype)
+    row = shape[1:]
+    start = 0
+    for block in blocks:
+        n = len(block) // max(1, dtypes.nbytes(dtype, row))
+        w = dtypes.to_float(block, dtype, (n, *row))
+        if len(shape) == 1 or axis == 0:
+            scale = v[start : start + n]
+            out = w * (scale if len(shape) == 1 else scale[:, None])
+        else:
+            out = w * v[None, :]
+        yield dtypes.from_float(out, dtype)
+        start += n
 
 
 class IA3Update(UpdateType):
@@ -73,7 +92,6 @@ class IA3Update(UpdateType):
         ):
             raise UpdateError(f"{spec.name}: ia3 record does not fit {list(spec.shape)}")
         vec = load_value_bytes(store, record, "vector", str(vdt), (int(length),), spec)
-        base = base_bytes(record, spec, resolve)
-        check_size(base, spec, "the ia3 record's base")
         v = dtypes.to_float(vec, str(vdt), (int(length),))
-        yield apply_ia3(base, spec.dtype, spec.shape, v, int(axis))
+        blocks = base_stream(record, spec, resolve, block_bytes(spec.dtype, spec.shape))
+        yield from ia3_blocks(blocks, spec.dtype, spec.shape, v, int(axis))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,57 @@ def base_bytes(record: Record, spec: ValueSpec, resolve: Resolver) -> bytes:
         raise UpdateError(f"{spec.name}: {record.get('type')} record has no base record")
     shape = base_shape(record, spec)
     return resolve(base, ValueSpec(spec.name, spec.dtype, shape, spec.path))
+
+
+def rechunk(
+    chunks: Iterable[bytes | memoryview], step: int, total: int, what: str, spec: ValueSpec
+) -> Iterator[memoryview]:
+    """The bytes of `chunks` in pieces of exactly `step` bytes (the last shorter), zero-copy
+    where the pieces line up; UpdateError unless they add up to `total` bytes."""
+    n = 0
+    pending = bytearray()
+    for c in chunks:
+        view = memoryview(c).cast("B")
+        n += len(view)
+        if n > total:
+            break
+        if pending:
+            take = min(len(view), step - len(pending))
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) < step:
+                continue
+            yield memoryview(bytes(pending))
+            pending.clear()
+        while len(view) >= step:
+            yield view[:step]
+            view = view[step:]
+        if len(view):
+            pending += view
+    if n != total:
+        raise UpdateError(
+            f"{spec.name}: {what} has {n if n <= total else 'more than ' + str(total)} bytes, "
+            f"{spec.dtype}{list(spec.shape)} needs {total}",
+            hint="the manifest or the store is damaged; `git theta fsck`",
+        )
+    if pending:
+        yield memoryview(bytes(pending))
+
+
+def base_stream(
+    record: Record, spec: ValueSpec, resolve: Resolver, step: int
+) -> Iterator[memoryview]:
+    """The record's base rebuilt in pieces of `step` bytes (see `rechunk`), streamed when the
+    resolver can (`resolve.stream`, as filters.rebuild's does), else rebuilt whole first."""
+    base = record.get("base")
+    if not isinstance(base, Mapping):
+        raise UpdateError(f"{spec.name}: {record.get('type')} record has no base record")
+    shape = base_shape(record, spec)
+    bspec = ValueSpec(spec.name, spec.dtype, shape, spec.path)
+    stream = getattr(resolve, "stream", None)
+    src = stream(base, bspec) if stream is not None else [resolve(base, bspec)]
+    what = f"the {record.get('type')} record's base"
+    return rechunk(src, step, dtypes.nbytes(spec.dtype, shape), what, bspec)
 
 
 def object_id(record: Record, key: str, spec: ValueSpec) -> str:

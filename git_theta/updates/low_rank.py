@@ -16,7 +16,7 @@ this same function, so what was added is what every checkout rebuilds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -26,8 +26,7 @@ from git_theta.store import Store
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
 from git_theta.updates.incremental import (
     Candidate,
-    base_bytes,
-    check_size,
+    base_stream,
     encode_bytes,
     load_value_bytes,
 )
@@ -53,25 +52,53 @@ def apply_low_rank(
     transpose: bool = False,
 ) -> bytes:
     """The raw bytes of base + scale * B @ A (transposed if asked), bit-reproducible."""
-    w = dtypes.to_float(base, dtype, shape)
-    if transpose:
-        w = w.T
+    view = memoryview(base).cast("B")
+    step = block_bytes(dtype, shape)
+    blocks = (view[i : i + step] for i in range(0, len(view), step))
+    return b"".join(low_rank_blocks(blocks, dtype, shape, a, b, scale, transpose))
+
+
+def block_bytes(dtype: str, shape: tuple[int, ...]) -> int:
+    """Bytes of the row blocks `low_rank_blocks` and `ia3_blocks` take: whole stored rows,
+    about BLOCK_ELEMENTS elements (their float64 scratch is ~32 MiB)."""
+    row = dtypes.nbytes(dtype, shape[1:])
+    cols = max(1, dtypes.numel(shape[1:]))
+    return max(1, row) * max(1, BLOCK_ELEMENTS // cols)
+
+
+def low_rank_blocks(
+    blocks: Iterable[bytes | memoryview],
+    dtype: str,
+    shape: tuple[int, ...],
+    a: np.ndarray,
+    b: np.ndarray,
+    scale: float,
+    transpose: bool = False,
+) -> Iterator[bytes]:
+    """`apply_low_rank` over the base given in blocks of whole stored rows, block by block.
+
+    Every output element is computed by the same IEEE operations in the same order whatever
+    the blocks (accumulated over the rank from zero, scaled, base added, rounded once), so
+    the bits do not depend on how the base is cut.
+    """
     a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     rank = a64.shape[0]
-    out = np.empty(w.shape, dtype=np.float64)
-    cols = max(1, w.shape[1])
-    step = max(1, BLOCK_ELEMENTS // cols)
-    for start in range(0, w.shape[0], step):
-        stop = min(w.shape[0], start + step)
-        acc = np.zeros((stop - start, w.shape[1]), dtype=np.float64)
+    cols = shape[1]
+    start = 0
+    for block in blocks:
+        n = len(block) // max(1, dtypes.nbytes(dtype, (cols,)))
+        w = dtypes.to_float(block, dtype, (n, cols))
+        stop = start + n
+        acc = np.zeros((n, cols), dtype=np.float64)
         for k in range(rank):
-            acc += b64[start:stop, k : k + 1] * a64[k : k + 1, :]
+            if transpose:  # stored rows are the input features: (B @ A)^T[start:stop]
+                acc += a64[k, start:stop, None] * b64[None, :, k]
+            else:
+                acc += b64[start:stop, k : k + 1] * a64[k : k + 1, :]
         acc *= scale
-        acc += w[start:stop]
-        out[start:stop] = acc
-    if transpose:
-        out = out.T
-    return dtypes.from_float(np.ascontiguousarray(out), dtype)
+        acc += w
+        yield dtypes.from_float(acc, dtype)
+        start = stop
 
 
 class LowRankUpdate(UpdateType):
@@ -116,10 +143,9 @@ class LowRankUpdate(UpdateType):
         a_shape, b_shape = factor_shapes(spec.shape, rank, transpose)
         a = load_value_bytes(store, record, "a", str(fdt), a_shape, spec)
         b = load_value_bytes(store, record, "b", str(fdt), b_shape, spec)
-        base = base_bytes(record, spec, resolve)
-        check_size(base, spec, "the low-rank record's base")
-        yield apply_low_rank(
-            base,
+        blocks = base_stream(record, spec, resolve, block_bytes(spec.dtype, spec.shape))
+        yield from low_rank_blocks(
+            blocks,
             spec.dtype,
             spec.shape,
             dtypes.to_float(a, str(fdt), a_shape),

@@ -15,22 +15,23 @@ from collections.abc import Iterator
 import blake3
 import numpy as np
 
-from git_theta import dtypes
-from git_theta.errors import UpdateError
+from git_theta import codec, dtypes, parallel
+from git_theta.errors import ObjectCorruptError, UpdateError
 from git_theta.store import Store
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
 from git_theta.updates.incremental import (
     UINT,
     Candidate,
-    base_bytes,
     base_shape,
-    check_size,
+    base_stream,
     encode_bytes,
     load_array,
+    object_id,
 )
 
 
-def _row_digests(data: bytes | memoryview, rows: int) -> list[bytes]:
+def row_digests(data: bytes | memoryview, rows: int) -> list[bytes]:
+    """A 16-byte blake3 digest of each of the `rows` equal rows of `data`."""
     if rows == 0:
         return []
     view = memoryview(data).cast("B")
@@ -46,7 +47,11 @@ def match_rows(
 
     Greedy in order: a base row equal to the next unmatched new row is kept, otherwise dropped.
     """
-    a, b = _row_digests(base, base_rows), _row_digests(new, new_rows)
+    return match_rows_digests(row_digests(base, base_rows), row_digests(new, new_rows))
+
+
+def match_rows_digests(a: list[bytes], b: list[bytes]) -> tuple[list[int], int] | None:
+    """`match_rows` over the rows' digests (base rows `a`, new rows `b`)."""
     dropped: list[int] = []
     j = 0
     for i, d in enumerate(a):
@@ -54,7 +59,7 @@ def match_rows(
             j += 1
         else:
             dropped.append(i)
-    if j == 0 and base_rows:
+    if j == 0 and a:
         return None
     return dropped, j
 
@@ -118,8 +123,6 @@ class RowsUpdate(UpdateType):
             or idt not in ("U32", "U64")
         ):
             raise UpdateError(f"{spec.name}: rows record does not fit {list(spec.shape)}")
-        base = base_bytes(record, spec, resolve)
-        check_size(base, ValueSpec(spec.name, spec.dtype, old_shape, spec.path), "rows base")
         gaps = load_array(store, record, "dropped", idt, dropped, spec).astype(np.uint64)
         pos = np.cumsum(gaps, dtype=np.uint64)
         if dropped and (
@@ -127,10 +130,36 @@ class RowsUpdate(UpdateType):
         ):
             raise UpdateError(f"{spec.name}: rows record drops rows out of range")
         width = dtypes.nbytes(spec.dtype, spec.shape[1:])
-        rows = np.frombuffer(base, dtype=np.uint8).reshape(old_shape[0], width)
         keep = np.ones(old_shape[0], dtype=bool)
         keep[pos.astype(np.int64)] = False
-        yield np.ascontiguousarray(rows[keep]).data.cast("B")
+        # the base streams in blocks of whole rows; each block's kept rows are written out
+        per = max(1, codec.CHUNK // max(1, width))
+        first = 0
+        for block in base_stream(record, spec, resolve, per * width) if width else ():
+            n = len(block) // width
+            sel = keep[first : first + n]
+            if sel.all():
+                yield block
+            elif sel.any():
+                rows = np.frombuffer(block, dtype=np.uint8).reshape(n, width)
+                yield np.ascontiguousarray(rows[sel]).data.cast("B")
+            first += n
         if appended:
-            tail = load_array(store, record, "appended", "U8", appended * width, spec)
-            yield tail.data.cast("B")
+            yield from _decode(store, record, "appended", appended * width, spec)
+
+
+def _decode(
+    store: Store, record: Record, key: str, want: int, spec: ValueSpec
+) -> Iterator[bytes | memoryview]:
+    """The `want` raw bytes held by object `<key>_oid`, decoded chunk by chunk (verified)."""
+    oid = object_id(record, f"{key}_oid", spec)
+    with store.open_verified(oid, param=spec.name, path=spec.path) as view:
+        try:
+            dec = codec.Decoder(view)
+            if dec.size != want:
+                raise codec.CodecError(f"holds {dec.size} bytes, the record needs {want}")
+            yield from parallel.ordered_map(
+                lambda fw: codec.decode_frame(fw[0], fw[1], dec.group), dec.frames()
+            )
+        except codec.CodecError as exc:
+            raise ObjectCorruptError(oid, str(exc), param=spec.name, path=spec.path) from None

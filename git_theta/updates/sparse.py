@@ -13,15 +13,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from git_theta import dtypes
+from git_theta import codec, dtypes
 from git_theta.errors import UpdateError
 from git_theta.store import Store
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
 from git_theta.updates.incremental import (
     UINT,
     Candidate,
-    base_bytes,
-    check_size,
+    base_stream,
     encode_bytes,
     load_array,
 )
@@ -86,15 +85,28 @@ class SparseUpdate(UpdateType):
         count, idt = record.get("count"), record.get("index_dtype")
         if not isinstance(count, int) or not 0 <= count <= numel or idt not in ("U32", "U64"):
             raise UpdateError(f"{spec.name}: sparse record has a bad count or index_dtype")
-        base = base_bytes(record, spec, resolve)
-        check_size(base, spec, "the sparse record's base")
         gaps = load_array(store, record, "indices", idt, count, spec).astype(np.uint64)
         if count and (np.any(gaps[1:] == 0) or int(gaps.max()) >= numel):
             raise UpdateError(f"{spec.name}: sparse indices are not strictly increasing")
         positions = np.cumsum(gaps, dtype=np.uint64)
+        del gaps
         if count and (int(positions[-1]) >= numel or np.any(positions[1:] <= positions[:-1])):
             raise UpdateError(f"{spec.name}: sparse index {int(positions[-1])} out of range")
         values = load_array(store, record, "values", "U8", count * itemsize, spec)
-        out = np.frombuffer(bytearray(base), dtype=np.uint8).reshape(-1, itemsize)
-        out[positions.astype(np.int64)] = values.reshape(-1, itemsize)
-        yield out.data.cast("B")
+        values = values.reshape(-1, itemsize)
+        # the base streams chunk by chunk; each chunk gets the values that fall inside it
+        step = codec.chunk_size(itemsize)
+        per = step // itemsize
+        first = 0
+        lo = 0
+        for chunk in base_stream(record, spec, resolve, step):
+            n = len(chunk) // itemsize
+            hi = int(np.searchsorted(positions, np.uint64(first + n)))
+            if hi == lo:
+                yield chunk
+            else:
+                out = np.frombuffer(bytearray(chunk), dtype=np.uint8).reshape(-1, itemsize)
+                out[(positions[lo:hi] - np.uint64(first)).astype(np.int64)] = values[lo:hi]
+                yield out.data.cast("B")
+            lo = hi
+            first += per

@@ -255,3 +255,92 @@ def test_delta_record_without_its_object_is_refused(store: Store) -> None:
         rebuilt(store, {"type": "delta", "op": "xor", "base": old.record}, "w", "F32", (64,))
     with pytest.raises(UpdateError, match="unknown op"):
         rebuilt(store, {"type": "delta", "op": "add", "base": old.record}, "w", "F32", (64,))
+
+
+def _oid(blob: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(blob).hexdigest()
+
+
+def test_multi_chunk_chain_streams_and_keeps_the_in_memory_encoding(store: Store) -> None:
+    """A 4 MiB value (4 codec chunks) through dense -> delta -> sparse -> rows: clean and
+    rebuild walk the base chunk by chunk, yet the objects are byte for byte those of the
+    whole-tensor encoders (same format as before), and every step rebuilds exactly."""
+    from git_theta.updates.rows import RowsUpdate
+
+    rng = np.random.default_rng(9)
+    shape = (1024, 1024)
+    spec = ValueSpec("w", "F32", shape)
+    a = rng.standard_normal(shape).astype(np.float32)
+    e0 = entry(store, "w", a.tobytes(), "F32", shape)
+    b = a * (1 + rng.normal(0, 1e-3, shape).astype(np.float32))
+    e1 = add(store, e0, b.tobytes(), "F32", shape)
+    assert e1.record["type"] == "delta"
+    want = DeltaUpdate.candidate(e0.record, a.tobytes(), b.tobytes(), spec).objects[""]
+    assert e1.record["oid"] == _oid(want)
+    assert rebuilt(store, e1.record, "w", "F32", shape) == b.tobytes()
+    c = b.copy()
+    flat = c.reshape(-1)
+    # changes on both sides of chunk boundaries (262144 elements a chunk)
+    hits = np.array([0, 5, 262143, 262144, 262145, 524287, 700000, flat.size - 1])
+    flat[hits] += 1.0
+    e2 = add(store, e1, c.tobytes(), "F32", shape)
+    assert e2.record["type"] == "sparse" and e2.record["count"] == len(hits)
+    cand = SparseUpdate.candidate(e1.record, c.tobytes(), spec, hits)
+    assert e2.record["indices_oid"] == _oid(cand.objects["indices"])
+    assert e2.record["values_oid"] == _oid(cand.objects["values"])
+    assert rebuilt(store, e2.record, "w", "F32", shape) == c.tobytes()
+    d = np.concatenate([np.delete(c, [3, 500, 1000], axis=0), rng.standard_normal((7, 1024))])
+    d = d.astype(np.float32)
+    e3 = add(store, e2, d.tobytes(), "F32", d.shape)
+    assert e3.record["type"] == "rows" and e3.record["dropped"] == 3
+    assert e3.record["appended"] == 7
+    cand = RowsUpdate.candidate(
+        e2.record, c.tobytes(), shape, d.tobytes(), ValueSpec("w", "F32", d.shape)
+    )
+    assert cand is not None
+    assert e3.record["appended_oid"] == _oid(cand.objects["appended"])
+    assert e3.record["dropped_oid"] == _oid(cand.objects["dropped"])
+    assert rebuilt(store, e3.record, "w", "F32", d.shape) == d.tobytes()
+
+
+def test_sparse_arrays_past_the_memory_cap_give_a_delta(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sparse arrays are collected only while their compressed size stays under the cap."""
+    rng = np.random.default_rng(10)
+    shape = (1024, 1024)
+    a = rng.standard_normal(shape).astype(np.float32)
+    e0 = entry(store, "w", a.tobytes(), "F32", shape)
+    b = a.copy()
+    flat = b.reshape(-1)
+    flat[rng.choice(flat.size, flat.size // 20, replace=False)] += 1.0
+    assert add(store, e0, b.tobytes(), "F32", shape).record["type"] == "sparse"
+    monkeypatch.setattr(choose, "SPARSE_MAX_HELD", 1 << 16)
+    e1 = add(store, e0, b.tobytes(), "F32", shape)
+    assert e1.record["type"] == "delta"
+    assert rebuilt(store, e1.record, "w", "F32", shape) == b.tobytes()
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("dtype", ["F32", "BF16"])
+def test_low_rank_and_ia3_bits_do_not_depend_on_row_blocks(
+    monkeypatch: pytest.MonkeyPatch, dtype: str, transpose: bool
+) -> None:
+    """Rebuilds apply patches block of rows by block of rows: the bits are the same as one
+    whole-matrix pass."""
+    from git_theta.updates import low_rank
+
+    rng = np.random.default_rng(11)
+    shape = (37, 53)
+    w = raw(rng.standard_normal(shape), dtype)
+    out_, in_ = (shape[1], shape[0]) if transpose else shape
+    a, b = rng.standard_normal((3, in_)), rng.standard_normal((out_, 3))
+    vec = rng.standard_normal(shape[1])
+    whole = apply_low_rank(w, dtype, shape, a, b, 0.3, transpose)
+    scaled = apply_ia3(w, dtype, shape, vec, 1)
+    monkeypatch.setattr(low_rank, "BLOCK_ELEMENTS", 7)
+    assert low_rank.block_bytes(dtype, shape) == 53 * dtypes.get(dtype).itemsize
+    assert apply_low_rank(w, dtype, shape, a, b, 0.3, transpose) == whole
+    assert apply_ia3(w, dtype, shape, vec, 1) == scaled
