@@ -176,11 +176,20 @@ def describe(store: Store, c: Conflict, path: str | None) -> Hint | None:
         return None
     if not (c.base.shape == c.ours.shape == c.theirs.shape):
         return None
-    base = load_value(store, c.base, path)
-    d_o = load_value(store, c.ours, path) - base
-    d_t = load_value(store, c.theirs, path) - base
-    no, nt = float(np.linalg.norm(d_o)), float(np.linalg.norm(d_t))
-    cos = float(np.vdot(d_o, d_t) / (no * nt)) if no > 0 and nt > 0 else None
+    # block by block, sums in float64: memory stays bounded for any parameter size
+    streams: list[merge_stream.Stream | None] = [
+        merge_stream.value_stream(e, compute_dtype(e.dtype), path)
+        for e in (c.base, c.ours, c.theirs)
+    ]
+    oo = tt = ot = 0.0
+    for b, o, t in merge_stream.aligned_blocks(store, streams, path, merge_stream.BLOCK):
+        assert b is not None and o is not None and t is not None
+        d_o, d_t = o - b, t - b
+        oo += float(np.dot(d_o, d_o))
+        tt += float(np.dot(d_t, d_t))
+        ot += float(np.dot(d_o, d_t))
+    no, nt = float(np.sqrt(oo)), float(np.sqrt(tt))
+    cos = ot / (no * nt) if no > 0 and nt > 0 else None
     return Hint(no, nt, cos)
 
 

@@ -191,3 +191,18 @@ def test_a_fisher_of_the_wrong_size_fails_as_in_the_whole_value_path(tmp_path: P
         merge_blockwise(store, txn, c, parse_choice("fisher"), "m")
     assert str(streamed.value) == str(whole.value)
     assert "holds 36 bytes" in str(streamed.value)
+
+
+def test_describe_reads_block_by_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(merge_stream, "BLOCK", 50)
+    store = Store(tmp_path / "store")
+    rng = np.random.default_rng(5)
+    values = [rng.standard_normal((30, 11)) for _ in range(3)]
+    b, o, t = (_stored(store, "w", "F64", (30, 11), v.tobytes()) for v in values)
+    hint = merge_driver.describe(store, Conflict("w", b, o, t), "m")
+    assert hint is not None and hint.cosine is not None
+    d_o, d_t = values[1] - values[0], values[2] - values[0]
+    assert hint.norm_ours == pytest.approx(np.linalg.norm(d_o), rel=1e-12)
+    assert hint.norm_theirs == pytest.approx(np.linalg.norm(d_t), rel=1e-12)
+    cos = np.vdot(d_o, d_t) / (np.linalg.norm(d_o) * np.linalg.norm(d_t))
+    assert hint.cosine == pytest.approx(cos, rel=1e-9)
