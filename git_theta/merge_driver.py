@@ -5,7 +5,9 @@ changed on one side only, or changed the same way on both -> taken without askin
 removed on one side -> follows that side; changed differently on both sides, added
 differently on both, or changed on one side and removed on the other -> a *conflict*,
 merged by the strategy a chooser assigns to it. Values are rebuilt and merged one parameter
-at a time, so memory stays near three copies of the largest parameter.
+at a time; a `blockwise` strategy gets one block of a parameter at a time (merge_stream.py),
+so memory stays bounded by a few blocks; the others hold the whole parameter (three copies
+plus the result).
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from git_theta import codec, dtypes, manifest, plugins
+from git_theta import codec, dtypes, manifest, merge_stream, plugins
 from git_theta.checkpoints.base import CheckpointFormat, TensorSpec
 from git_theta.errors import MergeConflictError, MergeError, ObjectCorruptError
 from git_theta.filters import load_blob, raw_hash, rebuild
 from git_theta.manifest import Entry, Manifest
 from git_theta.merges.base import NEEDS_BASE, NEEDS_FISHER, MergeInput, MergeStrategy
 from git_theta.store import Store
-from git_theta.updates.base import ValueSpec
+from git_theta.updates.base import Record, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
 
 OURS, THEIRS, BASE = "ours", "theirs", "base"
@@ -174,11 +176,20 @@ def describe(store: Store, c: Conflict, path: str | None) -> Hint | None:
         return None
     if not (c.base.shape == c.ours.shape == c.theirs.shape):
         return None
-    base = load_value(store, c.base, path)
-    d_o = load_value(store, c.ours, path) - base
-    d_t = load_value(store, c.theirs, path) - base
-    no, nt = float(np.linalg.norm(d_o)), float(np.linalg.norm(d_t))
-    cos = float(np.vdot(d_o, d_t) / (no * nt)) if no > 0 and nt > 0 else None
+    # block by block, sums in float64: memory stays bounded for any parameter size
+    streams: list[merge_stream.Stream | None] = [
+        merge_stream.value_stream(e, compute_dtype(e.dtype), path)
+        for e in (c.base, c.ours, c.theirs)
+    ]
+    oo = tt = ot = 0.0
+    for b, o, t in merge_stream.aligned_blocks(store, streams, path, merge_stream.BLOCK):
+        assert b is not None and o is not None and t is not None
+        d_o, d_t = o - b, t - b
+        oo += float(np.dot(d_o, d_o))
+        tt += float(np.dot(d_t, d_t))
+        ot += float(np.dot(d_o, d_t))
+    no, nt = float(np.sqrt(oo)), float(np.sqrt(tt))
+    cos = ot / (no * nt) if no > 0 and nt > 0 else None
     return Hint(no, nt, cos)
 
 
@@ -262,6 +273,59 @@ def merge_value(store: Store, c: Conflict, choice: Choice, path: str | None) -> 
     return c.ours.dtype, dtypes.from_float(out, c.ours.dtype)
 
 
+def merge_blockwise(
+    store: Store, txn: Store, c: Conflict, choice: Choice, path: str | None
+) -> tuple[str, Record]:
+    """(raw hash, dense record) of the merged value of `c`, merged and stored block by block.
+
+    Bit for bit what merge_value and _store_raw give, for a `blockwise` strategy.
+    """
+    assert c.ours is not None and c.theirs is not None
+    ours, theirs = c.ours, c.theirs
+    strategy = load_strategy(choice.strategy)
+    base = c.base if c.base is not None and c.base.shape == ours.shape else None
+    fisher = NEEDS_FISHER in strategy.needs
+
+    def fisher_of(e: Entry) -> merge_stream.Stream | None:
+        if not fisher or "fisher" not in e.extra:
+            return None
+        return merge_stream.fisher_stream(e, compute_dtype(e.dtype), path)
+
+    streams = [
+        merge_stream.value_stream(e, compute_dtype(e.dtype), path) if e is not None else None
+        for e in (base, ours, theirs)
+    ]
+    streams += [fisher_of(ours), fisher_of(theirs)]
+    numel = dtypes.numel(ours.shape)
+
+    def merged() -> Iterator[bytes]:
+        offset = 0
+        block = merge_stream.BLOCK
+        for b, o, t, fo, ft in merge_stream.aligned_blocks(store, streams, path, block):
+            assert o is not None and t is not None
+            inp = MergeInput(
+                name=c.name,
+                ours=o,
+                theirs=t,
+                base=b,
+                fisher_ours=fo,
+                fisher_theirs=ft,
+                options=choice.options,
+                offset=offset,
+                size=numel,
+            )
+            out = np.asarray(strategy.merge(inp))
+            if out.shape != o.shape:
+                raise MergeError(
+                    f"strategy {choice.strategy} returned shape {out.shape} for a block "
+                    f"of shape {o.shape} of {c.name}"
+                )
+            offset += o.size
+            yield dtypes.from_float(out, ours.dtype)
+
+    return merge_stream.DenseSink(txn, ours.dtype, ours.shape).store(merged())
+
+
 def _store_raw(txn: Store, data: bytes, dtype: str) -> tuple[str, dict[str, object]]:
     h = raw_hash(data)
     group = dtypes.get(dtype).itemsize
@@ -287,9 +351,14 @@ def resolve_conflicts(
         if strategy.picks is not None:
             yield c.name, {OURS: c.ours, THEIRS: c.theirs, BASE: c.base}[strategy.picks]
             continue
-        dtype, data = merge_value(store, c, choice, path)
-        h, record = _store_raw(txn, data, dtype)
         assert c.ours is not None
+        if strategy.blockwise:
+            dtype = c.ours.dtype
+            h, record = merge_blockwise(store, txn, c, choice, path)
+        else:
+            dtype, data = merge_value(store, c, choice, path)
+            h, record = _store_raw(txn, data, dtype)
+            del data
         yield c.name, Entry(c.name, dtype, c.ours.shape, h, record)
 
 

@@ -106,6 +106,17 @@ class _Mapped:
         self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         self.view = memoryview(self.map) if self.map is not None else memoryview(b"")
 
+    def release(self, end: int) -> None:
+        """Drop the pages of bytes [0, end) from this process's resident memory.
+
+        They stay in the page cache and fault back in if read again, so this is only a hint:
+        a reader that has consumed the start of a large object stops holding it in RSS.
+        """
+        end -= end % mmap.PAGESIZE
+        if self.map is not None and end > 0:
+            with contextlib.suppress(OSError, ValueError):
+                self.map.madvise(mmap.MADV_DONTNEED, 0, end)
+
     def close(self) -> None:
         # decoders may still hold slices of the map; it then closes when collected
         with contextlib.suppress(BufferError):
@@ -214,6 +225,7 @@ class Store:
         if actual != oid:
             mapped.close()
             raise ObjectCorruptError(oid, f"content hashes to {actual[:12]}")
+        mapped.release(len(mapped.view))  # hashing paged it all in; readers page it back
         return mapped
 
     def verify_ahead(self, oids: Iterable[str]) -> None:
@@ -233,6 +245,15 @@ class Store:
         self, oid: str, *, param: str | None = None, path: str | None = None
     ) -> Iterator[memoryview]:
         """The stored bytes of `oid`, memory-mapped, after checking their sha256."""
+        with self.open_mapped(oid, param=param, path=path) as mapped:
+            yield mapped.view
+
+    @contextlib.contextmanager
+    def open_mapped(
+        self, oid: str, *, param: str | None = None, path: str | None = None
+    ) -> Iterator[_Mapped]:
+        """As open_verified, but the mapping itself: `.view`, and `.release(end)` for a
+        reader that streams through the object (see updates.dense.read_value)."""
         ahead = self._ahead.pop(oid, None)
         try:
             mapped = ahead.result() if ahead is not None else self._map_verified(oid)
@@ -241,7 +262,7 @@ class Store:
         except ObjectCorruptError as exc:
             raise ObjectCorruptError(oid, exc.reason, param=param, path=path) from None
         try:
-            yield mapped.view
+            yield mapped
         finally:
             mapped.close()
 

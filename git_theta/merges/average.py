@@ -11,6 +11,7 @@ class Average(MergeStrategy):
     name = "average"
     summary = "element-wise mean: (w_o * ours + w_t * theirs) / (w_o + w_t)"
     options = {"weights": "OURS,THEIRS weights (default 1,1)"}
+    blockwise = True
 
     def merge(self, inp: MergeInput) -> np.ndarray:
         wo, wt = weights_option(inp)

@@ -33,6 +33,10 @@ class MergeInput:
     `base` is None when both sides added the parameter. `fisher_ours`/`fisher_theirs` are
     the diagonal Fisher information stored with each side (`git theta add --fisher`), None
     when that side has none.
+
+    A `blockwise` strategy may be given one block of the value instead: flat arrays holding
+    elements [offset, offset + len) (C order) of a value of `size` elements. `size` is None
+    when the arrays are the whole value (then offset is 0).
     """
 
     name: str
@@ -42,6 +46,13 @@ class MergeInput:
     fisher_ours: np.ndarray | None = None
     fisher_theirs: np.ndarray | None = None
     options: Mapping[str, str] = field(default_factory=dict)
+    offset: int = 0
+    size: int | None = None
+
+    @property
+    def total(self) -> int:
+        """Elements of the whole value (of which the arrays may be one block)."""
+        return self.ours.size if self.size is None else self.size
 
 
 class MergeStrategy(ABC):
@@ -55,6 +66,10 @@ class MergeStrategy(ABC):
     # "ours" / "theirs" / "base": the strategy picks one side's stored value as is, so the
     # driver copies that side's manifest entry (it also resolves added/removed conflicts).
     picks: ClassVar[str | None] = None
+    # True promises that merging any block of the values (MergeInput.offset/size) gives that
+    # block of the whole-value result, bit for bit: the driver then streams the parameter
+    # through memory block by block instead of holding whole arrays (merge_stream.py).
+    blockwise: ClassVar[bool] = False
 
     @abstractmethod
     def merge(self, inp: MergeInput) -> np.ndarray:
@@ -121,11 +136,13 @@ def weights_option(
     return a, b
 
 
-def seeded_rng(inp: MergeInput, default_seed: int = 0) -> np.random.Generator:
+def seeded_rng(inp: MergeInput, default_seed: int = 0, skip: int = 0) -> np.random.Generator:
     """A generator seeded by the `seed` option and the parameter's name.
 
     Each parameter gets its own stream, and the same merge always draws the same numbers:
-    PCG64 seeded with the first 8 bytes (little-endian) of sha256("<seed>:<name>").
+    PCG64 seeded with the first 8 bytes (little-endian) of sha256("<seed>:<name>"). With
+    `skip`, the generator starts `skip` 64-bit draws into that stream (PCG64.advance): one
+    float64 from `random()` is one draw, so a block can draw exactly its share.
     """
     raw = inp.options.get("seed", str(default_seed))
     try:
@@ -133,4 +150,7 @@ def seeded_rng(inp: MergeInput, default_seed: int = 0) -> np.random.Generator:
     except ValueError:
         raise MergeError(f"option seed={raw!r} is not an integer") from None
     digest = hashlib.sha256(f"{seed}:{inp.name}".encode()).digest()
-    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:8], "little")))
+    bits = np.random.PCG64(int.from_bytes(digest[:8], "little"))
+    if skip:
+        bits.advance(skip)
+    return np.random.Generator(bits)

@@ -18,6 +18,7 @@ class FisherMerge(MergeStrategy):
     summary = "Fisher-weighted average: sum l_i F_i theta_i / sum l_i F_i (element-wise)"
     needs = frozenset({NEEDS_FISHER})
     options = {"weights": "OURS,THEIRS lambdas (default 1,1)"}
+    blockwise = True
 
     def merge(self, inp: MergeInput) -> np.ndarray:
         for side, f in (("ours", inp.fisher_ours), ("theirs", inp.fisher_theirs)):

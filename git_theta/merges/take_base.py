@@ -12,6 +12,7 @@ class TakeBase(MergeStrategy):
     summary = "revert to the common ancestor's value"
     needs = frozenset({NEEDS_BASE})
     picks = "base"
+    blockwise = True
 
     def merge(self, inp: MergeInput) -> np.ndarray:
         return require_base(inp, self.name)

@@ -11,6 +11,7 @@ class TakeOurs(MergeStrategy):
     name = "take-ours"
     summary = "keep our value (also keeps or drops it when the other side added or removed it)"
     picks = "ours"
+    blockwise = True
 
     def merge(self, inp: MergeInput) -> np.ndarray:
         return inp.ours

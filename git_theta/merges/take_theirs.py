@@ -11,6 +11,7 @@ class TakeTheirs(MergeStrategy):
     name = "take-theirs"
     summary = "take their value (also keeps or drops it when they added or removed it)"
     picks = "theirs"
+    blockwise = True
 
     def merge(self, inp: MergeInput) -> np.ndarray:
         return inp.theirs

@@ -15,6 +15,7 @@ class TaskArithmetic(MergeStrategy):
     summary = "base + scale * ((ours - base) + (theirs - base))"
     needs = frozenset({NEEDS_BASE})
     options = {"scale": "multiplier of the summed deltas (default 1)"}
+    blockwise = True
 
     def merge(self, inp: MergeInput) -> np.ndarray:
         base = require_base(inp, self.name)

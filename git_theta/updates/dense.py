@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 from git_theta import codec, dtypes, parallel
@@ -35,18 +36,34 @@ def store_value(store: Store, data: memoryview, group: int) -> StoredObject:
 
 
 def read_value(store: Store, oid: str, spec: ValueSpec) -> Iterator[bytes | memoryview]:
-    """Decode object `oid` chunk by chunk (verified, decompressed in parallel)."""
-    with store.open_verified(oid, param=spec.name, path=spec.path) as view:
+    """Decode object `oid` chunk by chunk (verified, decompressed in parallel).
+
+    The frames already decoded are released from resident memory as the reader moves on,
+    so several large objects read side by side (a merge) do not each stay mapped whole.
+    """
+    with store.open_mapped(oid, param=spec.name, path=spec.path) as mapped:
         try:
-            dec = codec.Decoder(view)
+            dec = codec.Decoder(mapped.view)
             want = dtypes.nbytes(spec.dtype, spec.shape)
             if dec.size != want:
                 # checked before decoding: a hostile object could expand far beyond the value
                 raise codec.CodecError(
                     f"holds {dec.size} bytes, {spec.dtype}{list(spec.shape)} needs {want}"
                 )
-            yield from parallel.ordered_map(
-                lambda fw: codec.decode_frame(fw[0], fw[1], dec.group), dec.frames()
-            )
+            ends: deque[int] = deque()  # where each frame handed to the pool ends
+
+            def frames() -> Iterator[tuple[memoryview, int]]:
+                pos = dec.body
+                for frame, size in dec.frames():
+                    pos += 4 + len(frame)  # frames are contiguous: length prefix, zstd frame
+                    ends.append(pos)
+                    yield frame, size
+
+            for raw in parallel.ordered_map(
+                lambda fw: codec.decode_frame(fw[0], fw[1], dec.group), frames()
+            ):
+                done = ends.popleft()
+                yield raw
+                mapped.release(done)
         except codec.CodecError as exc:
             raise ObjectCorruptError(oid, str(exc), param=spec.name, path=spec.path) from None
