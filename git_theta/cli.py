@@ -767,17 +767,9 @@ def push(remote: str | None, refs: tuple[str, ...]) -> None:
 
     The server is asked which objects it lacks; use it after a push made without the hook.
     """
-    from git_theta.transfer import base, sync
+    from git_theta.transfer import sync
 
-    repo = git.toplevel()
-    target = base.resolve_remote(remote, repo)
-    out = sync.push(
-        target,
-        list(refs) or ["HEAD"],
-        open_store(repo),
-        TransferProgress(f"uploading to {target.label}"),
-    )
-    _outcome("uploaded to", target, out)
+    _move(sync.push, "uploaded to", "uploading to", remote, refs)
 
 
 @main.command()
@@ -785,17 +777,24 @@ def push(remote: str | None, refs: tuple[str, ...]) -> None:
 @click.argument("refs", nargs=-1)
 def fetch(remote: str | None, refs: tuple[str, ...]) -> None:
     """Download the objects the checkpoints of REFS (default: HEAD) need from REMOTE."""
-    from git_theta.transfer import base, sync
+    from git_theta.transfer import sync
+
+    _move(sync.fetch, "downloaded from", "downloading from", remote, refs)
+
+
+def _move(op: Any, done: str, doing: str, remote: str | None, refs: tuple[str, ...]) -> None:
+    """`git theta push` / `fetch`: run `op` against REMOTE for REFS (default HEAD)."""
+    from git_theta.transfer import base
 
     repo = git.toplevel()
     target = base.resolve_remote(remote, repo)
-    out = sync.fetch(
+    out = op(
         target,
         list(refs) or ["HEAD"],
         open_store(repo),
-        TransferProgress(f"downloading from {target.label}"),
+        TransferProgress(f"{doing} {target.label}"),
     )
-    _outcome("downloaded from", target, out)
+    _outcome(done, target, out)
 
 
 @main.command()
