@@ -222,7 +222,13 @@ def main() -> None:
         b_changed = [n for n in names if ".layers.2." in n] + ["lm_head.weight"]
         subprocess.run(["git", "switch", "-qc", "a"], cwd=repo, env=env, check=True)
         overwrite(model, a_changed, seed=1)
-        step("git commit -a (10% of tensors changed)", ["git", "commit", "-qam", "a"])
+        share = sum(int(np.prod(shapes[n])) for n in a_changed) / sum(
+            int(np.prod(s)) for s in shapes.values()
+        )
+        step(
+            f"git commit -a (layer 1 + lm_head: {100 * share:.1f}% of parameters changed)",
+            ["git", "commit", "-qam", "a"],
+        )
         subprocess.run(["git", "switch", "-q", "main"], cwd=repo, env=env, check=True)
         overwrite(model, b_changed, seed=2)
         subprocess.run(["git", "commit", "-qam", "b"], cwd=repo, env=env, check=True)
