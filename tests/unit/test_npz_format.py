@@ -12,37 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from git_theta.checkpoints.base import SkeletonPart, TensorSpec, decode_splice, encode_splice
+from git_theta.checkpoints.base import TensorSpec, decode_splice, encode_splice
 from git_theta.checkpoints.npz_format import NpzFormat
 from git_theta.errors import CheckpointError
 from git_theta.streams import ByteSource
+from tests.unit.format_harness import DictPayloads, split_with
 
 FMT = NpzFormat()
 
 
-class DictPayloads:
-    def __init__(self, tensors: dict[str, bytes]) -> None:
-        self.tensors = tensors
-
-    def prefetch(self, names: object) -> None:
-        pass
-
-    def write(self, name: str, out: io.BytesIO) -> None:
-        out.write(self.tensors[name])
-
-    def read(self, name: str) -> bytes:
-        return self.tensors[name]
-
-
 def split(data: bytes) -> tuple[list[TensorSpec], dict[str, bytes], bytes]:
-    specs, tensors, skeleton = [], {}, b""
-    for part in FMT.split(ByteSource(io.BytesIO(data)), "a.npz"):
-        if isinstance(part, SkeletonPart):
-            skeleton = part.data
-        else:
-            specs.append(part.spec)
-            tensors[part.spec.name] = bytes(part.data)
-    return specs, tensors, skeleton
+    return split_with(FMT, data, "a.npz")
 
 
 def join(skeleton: bytes, tensors: dict[str, bytes]) -> bytes:
