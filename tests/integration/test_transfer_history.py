@@ -8,9 +8,8 @@ from safetensors.numpy import save_file
 
 from tests.conftest import git
 from tests.integration.transfer_helpers import (
-    bare_remote,
     fresh_home,
-    repo_name,
+    lfs_remote,
     run_git,
     run_theta,
     store_of,
@@ -19,18 +18,10 @@ from tests.integration.transfer_helpers import (
 from tests.lfs_server import LfsServer
 
 
-def _remote(repo: Path, tmp_path: Path, lfs_server: LfsServer) -> tuple[Path, str]:
-    name = repo_name()
-    bare = bare_remote(tmp_path)
-    git("remote", "add", "origin", str(bare), cwd=repo)
-    git("config", "remote.origin.lfsurl", lfs_server.endpoint(name), cwd=repo)
-    return bare, name
-
-
 def test_merge_commit_with_its_own_checkpoint_is_pushed(
     repo: Path, tmp_path: Path, lfs_server: LfsServer
 ) -> None:
-    bare, name = _remote(repo, tmp_path, lfs_server)
+    bare, name = lfs_remote(repo, tmp_path, lfs_server)
     write_model(repo / "a.safetensors", seed=1)
     git("add", "a.safetensors", cwd=repo)
     git("commit", "-qm", "base", cwd=repo)
@@ -66,7 +57,7 @@ def test_merge_commit_with_its_own_checkpoint_is_pushed(
 def test_history_made_before_the_hook_existed_is_pushed(
     repo: Path, tmp_path: Path, lfs_server: LfsServer
 ) -> None:
-    bare, name = _remote(repo, tmp_path, lfs_server)
+    bare, name = lfs_remote(repo, tmp_path, lfs_server)
     for seed in (1, 2, 3):
         write_model(repo / "m.safetensors", seed=seed)
         git("add", "m.safetensors", cwd=repo)
@@ -100,7 +91,7 @@ def test_history_made_before_the_hook_existed_is_pushed(
 def test_first_push_sends_every_version_in_history(
     repo: Path, tmp_path: Path, lfs_server: LfsServer
 ) -> None:
-    _bare, name = _remote(repo, tmp_path, lfs_server)
+    _bare, name = lfs_remote(repo, tmp_path, lfs_server)
     for seed in (1, 2):
         write_model(repo / "m.safetensors", seed=seed)
         git("add", "m.safetensors", cwd=repo)
@@ -110,7 +101,7 @@ def test_first_push_sends_every_version_in_history(
 
 
 def test_rebased_branch_force_pushed(repo: Path, tmp_path: Path, lfs_server: LfsServer) -> None:
-    bare, name = _remote(repo, tmp_path, lfs_server)
+    bare, name = lfs_remote(repo, tmp_path, lfs_server)
     tensors = write_model(repo / "m.safetensors", seed=1)
     git("add", "m.safetensors", cwd=repo)
     git("commit", "-qm", "v1", cwd=repo)
@@ -155,7 +146,7 @@ def test_rebased_branch_force_pushed(repo: Path, tmp_path: Path, lfs_server: Lfs
 def test_deleting_a_remote_branch_sends_nothing(
     repo: Path, tmp_path: Path, lfs_server: LfsServer
 ) -> None:
-    _bare, name = _remote(repo, tmp_path, lfs_server)
+    _bare, name = lfs_remote(repo, tmp_path, lfs_server)
     write_model(repo / "m.safetensors", seed=1)
     git("add", "m.safetensors", cwd=repo)
     git("commit", "-qm", "v1", cwd=repo)

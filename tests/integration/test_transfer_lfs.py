@@ -8,6 +8,7 @@ from tests.conftest import git
 from tests.integration.transfer_helpers import (
     bare_remote,
     fresh_home,
+    lfs_remote,
     repo_name,
     run_git,
     store_of,
@@ -16,18 +17,10 @@ from tests.integration.transfer_helpers import (
 from tests.lfs_server import LfsServer
 
 
-def _pushed_repo(repo: Path, tmp_path: Path, lfs_server: LfsServer) -> tuple[Path, str]:
-    name = repo_name()
-    bare = bare_remote(tmp_path)
-    git("remote", "add", "origin", str(bare), cwd=repo)
-    git("config", "remote.origin.lfsurl", lfs_server.endpoint(name), cwd=repo)
-    return bare, name
-
-
 def test_push_then_clone_with_fresh_home_is_byte_identical(
     repo: Path, tmp_path: Path, lfs_server: LfsServer, minilm: Path
 ) -> None:
-    bare, name = _pushed_repo(repo, tmp_path, lfs_server)
+    bare, name = lfs_remote(repo, tmp_path, lfs_server)
     (repo / "model.safetensors").write_bytes(minilm.read_bytes())
     write_model(repo / "small.safetensors", seed=1)
     git("add", "model.safetensors", "small.safetensors", cwd=repo)

@@ -12,6 +12,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from tests.conftest import git
+from tests.lfs_server import LfsServer
 
 
 def write_model(path: Path, seed: int, n: int = 6, size: int = 48) -> dict[str, np.ndarray]:
@@ -83,3 +84,12 @@ def store_of(repo: Path) -> set[str]:
     )
     objects = git_dir / "theta" / "objects"
     return {p.name for p in objects.rglob("*") if p.is_file()} if objects.exists() else set()
+
+
+def lfs_remote(repo: Path, tmp_path: Path, lfs_server: LfsServer) -> tuple[Path, str]:
+    """A bare `origin` for `repo` whose Git LFS endpoint is a fresh repo on `lfs_server`."""
+    name = repo_name()
+    bare = bare_remote(tmp_path)
+    git("remote", "add", "origin", str(bare), cwd=repo)
+    git("config", "remote.origin.lfsurl", lfs_server.endpoint(name), cwd=repo)
+    return bare, name
