@@ -28,7 +28,7 @@ from typing import Any
 import blake3
 import numpy as np
 
-from git_theta import dtypes, filters
+from git_theta import arrays, dtypes, filters
 from git_theta.errors import GitThetaError, ObjectCorruptError
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store
@@ -194,8 +194,8 @@ class _Checked:
 def _numbers(block: bytes, dtype: str) -> np.ndarray:
     n = len(block) // dtypes.get(dtype).itemsize
     if dtypes.get(dtype).kind == "complex":
-        return dtypes.to_numpy(block, dtype, (n,)).astype(np.complex128)
-    return dtypes.to_float(block, dtype, (n,))
+        return arrays.to_numpy(block, dtype, (n,)).astype(np.complex128)
+    return arrays.to_float(block, dtype, (n,))
 
 
 def compare_values(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from git_theta import dtypes, git, manifest
+from git_theta import arrays, dtypes, git, manifest
 from git_theta.checkpoints.base import SkeletonPart
 from git_theta.errors import CheckpointError, GitThetaError
 from git_theta.filters import SNIFF_BYTES, detect, raw_hash
@@ -52,14 +52,14 @@ def read_fisher(
             )
         if not dtypes.get(spec.dtype).is_float:
             raise CheckpointError(fisher_path, f"tensor {spec.name} is {spec.dtype}, not floats")
-        values = dtypes.to_float(part.data, spec.dtype, spec.shape)
+        values = arrays.to_float(part.data, spec.dtype, spec.shape)
         if not np.all(np.isfinite(values)) or np.any(values < 0):
             raise CheckpointError(
                 fisher_path,
                 f"tensor {spec.name} has negative or non-finite values; a diagonal Fisher is "
                 "a mean of squared gradients",
             )
-        raw = dtypes.from_float(values, "F32")
+        raw = arrays.from_float(values, "F32")
         kind = "dense/g4"
         h = raw_hash(raw)
         obj = store.recall(h, kind)

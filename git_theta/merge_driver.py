@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from git_theta import codec, dtypes, manifest, merge_stream, plugins
+from git_theta import arrays, codec, dtypes, manifest, merge_stream, plugins
 from git_theta.checkpoints.base import CheckpointFormat, TensorSpec
 from git_theta.errors import MergeConflictError, MergeError, ObjectCorruptError
 from git_theta.filters import load_blob, raw_hash, rebuild
@@ -136,7 +136,7 @@ def load_value(store: Store, e: Entry, path: str | None) -> np.ndarray:
             param=e.name,
             path=path,
         )
-    return dtypes.to_numpy(data, e.dtype, e.shape).astype(compute_dtype(e.dtype))
+    return arrays.to_numpy(data, e.dtype, e.shape).astype(compute_dtype(e.dtype))
 
 
 def compute_dtype(dtype: str) -> type[np.floating]:
@@ -152,7 +152,7 @@ def load_fisher(store: Store, e: Entry | None, path: str | None) -> np.ndarray |
     data = b"".join(bytes(c) for c in rebuild(store, e.extra["fisher"], spec))
     if len(data) != dtypes.nbytes("F32", e.shape):
         raise MergeError(f"{path}: Fisher information of {e.name} does not match its shape")
-    return dtypes.to_numpy(data, "F32", e.shape).astype(compute_dtype(e.dtype))
+    return arrays.to_numpy(data, "F32", e.shape).astype(compute_dtype(e.dtype))
 
 
 def _record_oids(e: Entry) -> set[str]:
@@ -270,7 +270,7 @@ def merge_value(store: Store, c: Conflict, choice: Choice, path: str | None) -> 
     out = np.asarray(strategy.merge(inp))
     if out.shape != c.ours.shape:
         raise MergeError(f"strategy {choice.strategy} returned shape {out.shape} for {c.name}")
-    return c.ours.dtype, dtypes.from_float(out, c.ours.dtype)
+    return c.ours.dtype, arrays.from_float(out, c.ours.dtype)
 
 
 def merge_blockwise(
@@ -321,7 +321,7 @@ def merge_blockwise(
                     f"of shape {o.shape} of {c.name}"
                 )
             offset += o.size
-            yield dtypes.from_float(out, ours.dtype)
+            yield arrays.from_float(out, ours.dtype)
 
     return merge_stream.DenseSink(txn, ours.dtype, ours.shape).store(merged())
 

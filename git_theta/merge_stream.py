@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import blake3
 import numpy as np
 
-from git_theta import codec, dtypes, parallel
+from git_theta import arrays, codec, dtypes, parallel
 from git_theta.errors import MergeError, ObjectCorruptError
 from git_theta.filters import rebuild
 from git_theta.manifest import Entry
@@ -107,7 +107,7 @@ def blocks(store: Store, s: Stream, path: str | None, block: int) -> Iterator[np
             raise s.bad()
         if h is not None:
             h.update(raw)
-        yield dtypes.to_numpy(raw, s.dtype, (len(raw) // itemsize,)).astype(s.as_type)
+        yield arrays.to_numpy(raw, s.dtype, (len(raw) // itemsize,)).astype(s.as_type)
     if seen != want or (h is not None and "blake3:" + h.hexdigest() != s.expect_hash):
         raise s.bad()
 

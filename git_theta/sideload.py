@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from git_theta import dtypes, filters, git, manifest
+from git_theta import arrays, dtypes, filters, git, manifest
 from git_theta.checkpoints.base import TensorPart, TensorSpec
 from git_theta.errors import UpdateError
 from git_theta.manifest import Entry, Manifest
@@ -64,7 +64,7 @@ class Tensor:
     data: bytes
 
     def floats(self) -> np.ndarray:
-        return dtypes.to_float(self.data, self.dtype, self.shape)
+        return arrays.to_float(self.data, self.dtype, self.shape)
 
 
 @dataclass(frozen=True)

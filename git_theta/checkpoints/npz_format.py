@@ -28,7 +28,7 @@ from typing import Any
 import blake3
 import numpy as np
 
-from git_theta import dtypes
+from git_theta import arrays, dtypes
 from git_theta.checkpoints import ziparchive
 from git_theta.checkpoints.base import (
     CheckpointFormat,
@@ -132,7 +132,7 @@ def _tensor_dtype(dt: np.dtype[Any]) -> str | None:
     if dt.fields is not None or dt.subdtype is not None:
         return None
     try:
-        return dtypes.from_numpy(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
+        return arrays.from_numpy(dt.newbyteorder("<") if dt.byteorder == ">" else dt)
     except ValueError:
         return None
 

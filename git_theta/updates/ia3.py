@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from git_theta import dtypes
+from git_theta import arrays, dtypes
 from git_theta.errors import UpdateError
 from git_theta.store import Store
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
@@ -53,13 +53,13 @@ def ia3_blocks(
     start = 0
     for block in blocks:
         n = len(block) // max(1, dtypes.nbytes(dtype, row))
-        w = dtypes.to_float(block, dtype, (n, *row))
+        w = arrays.to_float(block, dtype, (n, *row))
         if len(shape) == 1 or axis == 0:
             scale = v[start : start + n]
             out = w * (scale if len(shape) == 1 else scale[:, None])
         else:
             out = w * v[None, :]
-        yield dtypes.from_float(out, dtype)
+        yield arrays.from_float(out, dtype)
         start += n
 
 
@@ -92,6 +92,6 @@ class IA3Update(UpdateType):
         ):
             raise UpdateError(f"{spec.name}: ia3 record does not fit {list(spec.shape)}")
         vec = load_value_bytes(store, record, "vector", str(vdt), (int(length),), spec)
-        v = dtypes.to_float(vec, str(vdt), (int(length),))
+        v = arrays.to_float(vec, str(vdt), (int(length),))
         blocks = base_stream(record, spec, resolve, block_bytes(spec.dtype, spec.shape))
         yield from ia3_blocks(blocks, spec.dtype, spec.shape, v, int(axis))

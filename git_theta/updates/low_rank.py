@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from git_theta import dtypes
+from git_theta import arrays, dtypes
 from git_theta.errors import UpdateError
 from git_theta.store import Store
 from git_theta.updates.base import Record, Resolver, UpdateType, ValueSpec
@@ -87,7 +87,7 @@ def low_rank_blocks(
     start = 0
     for block in blocks:
         n = len(block) // max(1, dtypes.nbytes(dtype, (cols,)))
-        w = dtypes.to_float(block, dtype, (n, cols))
+        w = arrays.to_float(block, dtype, (n, cols))
         stop = start + n
         acc = np.zeros((n, cols), dtype=np.float64)
         for k in range(rank):
@@ -97,7 +97,7 @@ def low_rank_blocks(
                 acc += b64[start:stop, k : k + 1] * a64[k : k + 1, :]
         acc *= scale
         acc += w
-        yield dtypes.from_float(acc, dtype)
+        yield arrays.from_float(acc, dtype)
         start = stop
 
 
@@ -148,8 +148,8 @@ class LowRankUpdate(UpdateType):
             blocks,
             spec.dtype,
             spec.shape,
-            dtypes.to_float(a, str(fdt), a_shape),
-            dtypes.to_float(b, str(fdt), b_shape),
+            arrays.to_float(a, str(fdt), a_shape),
+            arrays.to_float(b, str(fdt), b_shape),
             float(scale),
             transpose,
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from git_theta import diff, dtypes, filters
+from git_theta import arrays, diff, dtypes, filters
 from git_theta.errors import ObjectMissingError
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store
@@ -15,7 +15,7 @@ from git_theta.updates.dense import DenseUpdate, store_value
 
 
 def put(store: Store, name: str, values: np.ndarray, dtype: str) -> Entry:
-    raw = dtypes.from_float(values, dtype)
+    raw = arrays.from_float(values, dtype)
     obj = store_value(store, memoryview(raw), dtypes.get(dtype).itemsize)
     shape = tuple(values.shape)
     return Entry(name, dtype, shape, filters.raw_hash(raw), DenseUpdate.record(obj))
@@ -39,8 +39,8 @@ def test_figures_match_numpy(store: Store, dtype: str, monkeypatch: pytest.Monke
     new[::3] += rng.standard_normal(new[::3].shape)
     a, b = put(store, "w", old, dtype), put(store, "w", new, dtype)
     fig = diff.compare_values(store, a, store, b, "m")
-    x = dtypes.to_float(dtypes.from_float(old, dtype), dtype, old.shape)
-    y = dtypes.to_float(dtypes.from_float(new, dtype), dtype, new.shape)
+    x = arrays.to_float(arrays.from_float(old, dtype), dtype, old.shape)
+    y = arrays.to_float(arrays.from_float(new, dtype), dtype, new.shape)
     d = y - x
     assert fig.numel == old.size
     assert fig.l2 == pytest.approx(np.linalg.norm(d), rel=1e-12)

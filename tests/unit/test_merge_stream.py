@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from git_theta import dtypes, merge_driver, merge_stream
+from git_theta import arrays, merge_driver, merge_stream
 from git_theta.checkpoints.base import TensorSpec
 from git_theta.errors import ObjectCorruptError
 from git_theta.filters import CleanStats, _store_dense, raw_hash
@@ -35,7 +35,7 @@ def _value(rng: np.random.Generator, dtype: str, shape: tuple[int, ...]) -> byte
     flat = v.reshape(-1)
     if flat.size > 8:  # values that exercise the casts: NaN, infinities, -0, tiny, huge
         flat[1:7] = [np.nan, np.inf, -np.inf, -0.0, 1e-300, 65519.0]
-    return dtypes.from_float(v, dtype)
+    return arrays.from_float(v, dtype)
 
 
 def _entry(
@@ -99,7 +99,7 @@ def test_blockwise_equals_the_whole_value(
         assert dtype == do
         assert h == raw_hash(whole)
         assert merge_driver.load_value(store, Entry("w", do, shape, h, record), "m").tobytes() == (
-            dtypes.to_numpy(whole, do, shape).astype(merge_driver.compute_dtype(do)).tobytes()
+            arrays.to_numpy(whole, do, shape).astype(merge_driver.compute_dtype(do)).tobytes()
         )
         # the very object the whole-value path stores
         with store.transaction() as txn:

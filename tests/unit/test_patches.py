@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from git_theta import dtypes, filters
+from git_theta import arrays, dtypes, filters
 from git_theta.checkpoints.base import TensorSpec
 from git_theta.errors import UpdateError
 from git_theta.manifest import Entry
@@ -27,7 +27,7 @@ def store(tmp_path: Path) -> Store:
 
 
 def raw(a: np.ndarray, dtype: str = "F32") -> bytes:
-    return dtypes.from_float(a, dtype)
+    return arrays.from_float(a, dtype)
 
 
 def entry(store: Store, name: str, data: bytes, dtype: str, shape: tuple[int, ...]) -> Entry:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from git_theta import dtypes
+from git_theta import arrays
 from git_theta.checkpoints.base import TensorSpec
 from git_theta.errors import UpdateError
 from git_theta.sideload import Tensor, ia3_patches, low_rank_patches, parse_update, peft_scale
@@ -27,7 +27,7 @@ SPECS = {
 
 
 def t(shape: tuple[int, ...], dtype: str = "F32") -> Tensor:
-    return Tensor(dtype, shape, dtypes.from_float(np.ones(shape), dtype))
+    return Tensor(dtype, shape, arrays.from_float(np.ones(shape), dtype))
 
 
 def test_peft_lora_names_and_scale() -> None:
