@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from git_theta.cli import main
+import sys
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["filter-process"]:
+        # git starts this for every command: skip loading the command line (filter_command.py)
+        from git_theta.filter_command import main
+    else:
+        from git_theta.cli import main
     main()

@@ -5,62 +5,23 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from git_theta import __version__, attributes, filters, git, manifest, materialize
+from git_theta import __version__, attributes, filters, git, materialize
 from git_theta.errors import GitThetaError, UnknownFormatError
-from git_theta.store import Store
+from git_theta.filter_command import file_size, open_store, skip_smudge, smudge_fetcher
 from git_theta.streams import ByteSource
+from git_theta.terminal import TerminalProgress, TransferProgress, report
 
 SCOPES = ("global", "local", "system")
-
-
-def open_store(cwd: str | Path | None = None) -> Store:
-    return Store(git.common_dir(cwd) / "theta")
 
 
 def theta_command() -> str:
     """How git should start git-theta: this interpreter, so an unactivated venv still works."""
     return f"{shlex.quote(sys.executable)} -m git_theta"
-
-
-class TerminalProgress:
-    """`path: 45% (120 MB / 260 MB)` on stderr, at most 10 times a second, only on a terminal."""
-
-    def __init__(self, verb: str) -> None:
-        self.verb = verb
-        self.enabled = sys.stderr.isatty() and not os.environ.get("GIT_THETA_NO_PROGRESS")
-        if os.environ.get("GIT_THETA_PROGRESS") == "1":
-            self.enabled = True
-        self.last = 0.0
-        self.shown = False
-
-    def __call__(self, path: str, done: int, total: int | None) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        finished = total is not None and done >= total
-        if not finished and now - self.last < 0.1:
-            return
-        self.last = now
-        mb = done / 1e6
-        if total:
-            pct = 100 * done // total
-            line = f"git-theta: {self.verb} {path}: {pct:3d}% ({mb:.0f} / {total / 1e6:.0f} MB)"
-        else:
-            line = f"git-theta: {self.verb} {path}: {mb:.0f} MB"
-        sys.stderr.write("\r\x1b[K" + line + ("\n" if finished else ""))
-        sys.stderr.flush()
-        self.shown = not finished
-
-
-def report(message: str) -> None:
-    sys.stderr.write(message.rstrip("\n") + "\n")
-    sys.stderr.flush()
 
 
 class Group(click.Group):
@@ -168,25 +129,22 @@ def untrack(patterns: tuple[str, ...]) -> None:
             click.echo(f"{pattern!r} was not tracked by git-theta")
 
 
-def _file_size(path: str) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None
-
-
 @main.command(hidden=True)
 @click.argument("path", required=False)
 def clean(path: str | None) -> None:
     """Single-shot clean filter: checkpoint on stdin -> manifest on stdout."""
     store = open_store()
     src = ByteSource(sys.stdin.buffer)
+    known = materialize.clean_fresh(src, path)  # the index refresh after a direct checkout
+    if known is not None:
+        sys.stdout.buffer.write(known)
+        return
     out = filters.clean(
         src,
         path,
         store,
         progress=TerminalProgress("adding"),
-        total=_file_size(path) if path else None,
+        total=file_size(path) if path else None,
         previous=filters.indexed_manifest(path),
     )
     sys.stdout.buffer.write(out)
@@ -202,7 +160,7 @@ def smudge(path: str | None) -> None:
         return
     out = sys.stdout.buffer
     store = open_store()
-    fetcher = _smudge_fetcher(store)
+    fetcher = smudge_fetcher(store)
     try:
         filters.smudge(
             data,
@@ -217,65 +175,12 @@ def smudge(path: str | None) -> None:
     out.flush()
 
 
-def skip_smudge() -> bool:
-    if os.environ.get("GIT_THETA_SKIP_SMUDGE", "") not in ("", "0", "false"):
-        return True
-    # git diff / log -p / show smudge only to feed the diff driver, which wants the manifest
-    from git_theta import invoker
-
-    return invoker.diff_context()
-
-
 @main.command("filter-process", hidden=True)
 def filter_process() -> None:
     """git's long-running filter process (filter.theta.process)."""
-    from git_theta import filter_process as fp
+    from git_theta import filter_command
 
-    store = open_store()
-    adding, checking_out = TerminalProgress("adding"), TerminalProgress("checking out")
-    fetcher = _smudge_fetcher(store)
-    _ensure_hook()
-
-    def do_clean(src: ByteSource, path: str) -> bytes:
-        return filters.clean(
-            src,
-            path,
-            store,
-            progress=adding,
-            total=_file_size(path),
-            previous=filters.indexed_manifest(path),
-        )
-
-    limit = materialize.threshold()
-    pending: list[materialize.Pending] = []
-
-    def do_smudge(data: bytes, path: str, sink: fp.LazyContent) -> None:
-        if skip_smudge():
-            sink.write(data)
-            return
-        if limit is not None and manifest.is_manifest(data):
-            size = materialize.checkpoint_size(manifest.parse(data, path))
-            if size > limit:
-                # written by us when git is done with the working tree (materialize.py)
-                sink.write(data)
-                pending.append(materialize.Pending(path, data))
-                return
-        filters.smudge(
-            data,
-            path,
-            store,
-            sink,
-            progress=checking_out,
-            fetch=lambda st, oids, p: fetcher(st, oids, p, data),
-        )
-
-    try:
-        code = fp.main_loop(do_clean, do_smudge, report, None if skip_smudge() else fetcher)
-        if pending:
-            materialize.finish(pending, store, progress=checking_out, fetch=fetcher)
-    finally:
-        fetcher.close()
-    sys.exit(code)
+    sys.exit(filter_command.run())
 
 
 @main.command("checkout")
@@ -293,7 +198,7 @@ def checkout_cmd(paths: tuple[str, ...]) -> None:
     names = list(paths) or tracked_paths()
     todo = materialize.manifests_in_worktree(names)
     store = open_store()
-    fetcher = _smudge_fetcher(store)
+    fetcher = smudge_fetcher(store)
     try:
         written = materialize.finish(
             todo, store, progress=TerminalProgress("checking out"), fetch=fetcher
@@ -686,47 +591,6 @@ def fsck_cmd(no_values: bool) -> None:
 
 
 # -- transfers ---------------------------------------------------------------------------------
-
-
-class TransferProgress:
-    """`git-theta: uploading to origin: 12/40 objects, 120/300 MB` on stderr (terminals only)."""
-
-    def __init__(self, verb: str) -> None:
-        self.verb = verb
-        self.line = TerminalProgress(verb)
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
-        if not self.line.enabled:
-            return
-        now = time.monotonic()
-        finished = done >= total
-        if not finished and now - self.last < 0.1:
-            return
-        self.last = now
-        line = (
-            f"git-theta: {self.verb}: {done}/{total} objects, "
-            f"{done_bytes / 1e6:.0f}/{total_bytes / 1e6:.0f} MB"
-        )
-        sys.stderr.write("\r\x1b[K" + line + ("\n" if finished else ""))
-        sys.stderr.flush()
-
-
-def _smudge_fetcher(store: Store) -> Any:
-    from git_theta.transfer.sync import SmudgeFetcher
-
-    return SmudgeFetcher(store, None, TransferProgress("downloading"))
-
-
-def _ensure_hook() -> None:
-    """A clone made with a global install gets its pre-push hook on its first checkout."""
-    from git_theta.transfer import hooks
-
-    try:
-        if hooks.needs_install():
-            hooks.install(theta_command(), git.toplevel())
-    except (GitThetaError, OSError):
-        pass  # never fail a checkout over the hook; `git theta install` reports problems
 
 
 def _outcome(verb: str, remote: Any, out: Any) -> None:

@@ -20,7 +20,6 @@ import struct
 import threading
 from collections.abc import Iterator
 
-import numpy as np
 import zstandard
 
 MAGIC = b"GTO1"
@@ -72,6 +71,8 @@ def chunks(data: memoryview, group: int) -> Iterator[memoryview]:
 def group_bytes(chunk: memoryview | bytes, group: int) -> bytes | memoryview:
     if group <= 1 or len(chunk) % group:
         return chunk
+    import numpy as np  # here, not at the top: a filter process that only hashes skips it
+
     planes = np.frombuffer(chunk, dtype=np.uint8).reshape(-1, group).T
     return np.ascontiguousarray(planes).reshape(-1).data
 
@@ -79,6 +80,8 @@ def group_bytes(chunk: memoryview | bytes, group: int) -> bytes | memoryview:
 def ungroup_bytes(planes: bytes, group: int) -> bytes | memoryview:
     if group <= 1 or len(planes) % group:
         return planes
+    import numpy as np
+
     src = np.frombuffer(planes, dtype=np.uint8).reshape(group, -1)
     out = np.empty(len(planes), dtype=np.uint8)
     elements = out.reshape(-1, group)

@@ -25,7 +25,6 @@ from git_theta.errors import (
 from git_theta.manifest import Entry, Manifest
 from git_theta.store import Store, StoredObject
 from git_theta.streams import ByteSource, spool_dir
-from git_theta.updates import choose
 from git_theta.updates.base import Record, UpdateType, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
 
@@ -169,6 +168,9 @@ def _clean_tensor(
     old = before.get(spec.name)
     if old is not None and (old.hash, old.dtype, old.shape) == (h, spec.dtype, spec.shape):
         return old
+    # imported on first use: numpy and the encoders load while unchanged tensors are hashed
+    from git_theta.updates import choose
+
     record = choose.store_changed(txn, data, spec, h, old, st)
     return Entry(spec.name, spec.dtype, spec.shape, h, record)
 

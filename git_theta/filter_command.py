@@ -1,0 +1,180 @@
+"""`git-theta filter-process`: what git starts for every command that touches a tracked file.
+
+It runs once per git command (add, commit's index refresh, checkout, status, ...), so its
+start-up is paid again and again: `python -m git_theta filter-process` comes here without
+loading the command line (click) or anything a plain re-hash of unchanged tensors does not
+need. What a changed tensor or a checkout needs (numpy, the encoders, the format plugins)
+is imported on a background thread while git and this process exchange the handshake and
+the first bytes, so a command that needs them waits for less of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from git_theta import filters, git, manifest, materialize
+from git_theta.errors import GitThetaError
+from git_theta.store import Store
+from git_theta.streams import ByteSource
+from git_theta.terminal import TerminalProgress, TransferProgress, report
+
+# imported ahead, in this order, by warm_up(): what clean of a changed tensor and smudge use
+WARM_MODULES = (
+    "git_theta.plugins",
+    "numpy",
+    "git_theta.codec",
+    "git_theta.updates.choose",
+)
+
+
+def open_store(cwd: str | Path | None = None) -> Store:
+    return Store(git.common_dir(cwd) / "theta")
+
+
+def file_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def skip_smudge() -> bool:
+    if os.environ.get("GIT_THETA_SKIP_SMUDGE", "") not in ("", "0", "false"):
+        return True
+    # git diff / log -p / show smudge only to feed the diff driver, which wants the manifest
+    from git_theta import invoker
+
+    return invoker.diff_context()
+
+
+def smudge_fetcher(store: Store) -> Any:
+    from git_theta.transfer.sync import SmudgeFetcher
+
+    return SmudgeFetcher(store, None, TransferProgress("downloading"))
+
+
+def ensure_hook() -> None:
+    """A clone made with a global install gets its pre-push hook on its first checkout."""
+    from git_theta.transfer import hooks
+
+    try:
+        if hooks.needs_install():
+            hooks.install(hooks.hook_command(sys.executable), git.toplevel())
+    except (GitThetaError, OSError):
+        pass  # never fail a checkout over the hook; `git theta install` reports problems
+
+
+def warm_up() -> threading.Thread:
+    """Import WARM_MODULES on a daemon thread (Python's import locks make a module the main
+    thread needs meanwhile wait for this thread's import to finish, never load it twice)."""
+
+    def run() -> None:
+        # a failure here is left to the main thread, whose own import or detect() reports it
+        with contextlib.suppress(Exception):
+            for name in WARM_MODULES:
+                importlib.import_module(name)
+            from git_theta import plugins
+
+            plugins.load_all(plugins.CHECKPOINTS)
+
+    t = threading.Thread(target=run, name="git-theta-warm-up", daemon=True)
+    t.start()
+    return t
+
+
+class LazyFetcher:
+    """The SmudgeFetcher, made when a smudge first needs it: a `git add` never does, so it
+    skips the transfer modules' import. Serves as the filter's `Delayer` and smudge's
+    `fetch` callback, like the fetcher itself."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._fetcher: Any = None
+
+    def get(self) -> Any:
+        if self._fetcher is None:
+            self._fetcher = smudge_fetcher(self.store)
+        return self._fetcher
+
+    def defer(self, data: bytes, path: str) -> bool:
+        return bool(self.get().defer(data, path))
+
+    def fetch_pending(self) -> None:
+        self.get().fetch_pending()
+
+    def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+
+def run() -> int:
+    """Serve git until it closes the pipe; the exit status for git."""
+    from git_theta import filter_process as fp
+
+    warm_up()
+    store = open_store()
+    adding, checking_out = TerminalProgress("adding"), TerminalProgress("checking out")
+    fetcher = LazyFetcher(store)
+    pending: list[materialize.Pending] = []
+    first_smudge: list[int | None] = []  # [direct-checkout threshold] once a smudge ran
+
+    def do_clean(src: ByteSource, path: str) -> bytes:
+        known = materialize.clean_fresh(src, path)  # the index refresh after a direct checkout
+        if known is not None:
+            return known
+        return filters.clean(
+            src,
+            path,
+            store,
+            progress=adding,
+            total=file_size(path),
+            previous=filters.indexed_manifest(path),
+        )
+
+    def do_smudge(data: bytes, path: str, sink: fp.LazyContent) -> None:
+        if skip_smudge():
+            sink.write(data)
+            return
+        if not first_smudge:
+            ensure_hook()
+            first_smudge.append(materialize.threshold())
+        limit = first_smudge[0]
+        if limit is not None and manifest.is_manifest(data):
+            size = materialize.checkpoint_size(manifest.parse(data, path))
+            if size > limit:
+                # written by us when git is done with the working tree (materialize.py)
+                sink.write(data)
+                pending.append(materialize.Pending(path, data))
+                return
+        filters.smudge(
+            data,
+            path,
+            store,
+            sink,
+            progress=checking_out,
+            fetch=lambda st, oids, p: fetcher.get()(st, oids, p, data),
+        )
+
+    try:
+        code = fp.main_loop(do_clean, do_smudge, report, None if skip_smudge() else fetcher)
+        if pending:
+            materialize.finish(pending, store, progress=checking_out, fetch=fetcher.get())
+    finally:
+        fetcher.close()
+    return code
+
+
+def main() -> None:
+    """`python -m git_theta filter-process`: run(), known errors as one line and exit 1."""
+    try:
+        code = run()
+    except GitThetaError as exc:
+        report(f"git-theta: error: {exc}")
+        code = 1
+    sys.exit(code)
