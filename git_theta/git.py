@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from git_theta.errors import GitError, NotARepositoryError
 
 
 def run(
-    *args: str, cwd: str | Path | None = None, input: bytes | None = None, check: bool = True
+    *args: str,
+    cwd: str | Path | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> bytes:
-    proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True)
+    """`git ARGS`; `env` adds variables to this process's environment for it."""
+    full = {**os.environ, **env} if env else None
+    proc = subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, env=full)
     if check and proc.returncode != 0:
         raise GitError(list(args), proc.returncode, proc.stderr.decode(errors="replace"))
     return proc.stdout

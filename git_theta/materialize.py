@@ -5,28 +5,37 @@ the reply into one buffer), so a 14 GB checkpoint would cost git 14 GB of RAM. A
 threshold the filter process therefore hands git the manifest text, remembers the path, and
 when git closes the filter (git waits for its filters at exit, after it has written the
 working tree and the index) writes the real checkpoint next to the file and renames it into
-place, streaming, then refreshes the index so `git status` stays clean. `git theta checkout`
-does the same by hand for any tracked file whose working-tree content is still a manifest.
+place, streaming, then refreshes the index so `git status` stays clean. git's refresh runs
+the clean filter over every file it re-reads; for the files just written that clean is
+answered from a record of what was written (`clean_fresh`), not by re-hashing the file.
+`git theta checkout` does the same by hand for any tracked file whose working-tree content
+is still a manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from git_theta import filters, git, manifest
+from git_theta.errors import GitThetaError
 from git_theta.filters import Progress
 from git_theta.store import Store
+from git_theta.streams import ByteSource
 
 # (store, oids, path, manifest text): downloads what a checkpoint lacks (transfer/sync.py)
 Fetcher = Callable[[Store, Sequence[str], "str | None", bytes], None]
 
 DEFAULT_THRESHOLD = 256 << 20
+# names the record of files just written, for the filter process of the index refresh
+FRESH_ENV = "GIT_THETA_FRESH"
 _SIZE_RE = re.compile(r"^(\d+)\s*([kmgt]?)i?b?$", re.IGNORECASE)
 
 
@@ -107,6 +116,7 @@ def finish(
     a smudge for `git archive`) is left alone.
     """
     done = []
+    fresh: dict[str, Fresh] = {}
     for item in pending:
         p = Path(item.path)
         try:
@@ -116,19 +126,38 @@ def finish(
             continue
         write_checkpoint(p, item.manifest_text, store, progress=progress, fetch=fetch)
         done.append(item.path)
+        with contextlib.suppress(OSError):
+            fresh[os.path.abspath(p)] = Fresh(stat_key(p.stat()), item.manifest_text)
     if done:
-        refresh_index(done)
+        refresh_index(done, store=store, fresh=fresh)
     return done
 
 
-def refresh_index(paths: list[str]) -> None:
+@dataclass(frozen=True)
+class Fresh:
+    """A file git-theta has just written: its stat data then, and the manifest it holds."""
+
+    stat: list[int]
+    manifest_text: bytes
+
+
+def stat_key(st: os.stat_result) -> list[int]:
+    """What changes when a file's content does (ctime changes on any write, even one that
+    keeps size and mtime), so an equal key means the bytes written are still there."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def refresh_index(
+    paths: list[str], *, store: Store | None = None, fresh: dict[str, Fresh] | None = None
+) -> None:
     """Record the new files' stat data so that `git status` knows them unchanged.
 
     git trusts a size mismatch between index and file as "modified" without reading the
     file, unless the index holds no stat data for the entry (read-cache.c, ie_modified).
     Re-adding each entry with --cacheinfo (same mode and blob) clears its stat data; the
     refresh then cleans the file once, every parameter's indexed entry is reused, nothing is
-    stored, and the real stat data is recorded.
+    stored, and the real stat data is recorded. With `fresh` (files written by this process)
+    the refresh's filter answers those files from the record instead (`clean_fresh`).
     """
     args: list[str] = []
     listing = git.run("ls-files", "-s", "-z", "--", *paths).split(b"\0")
@@ -145,7 +174,69 @@ def refresh_index(paths: list[str]) -> None:
             args += ["--cacheinfo", f"{mode},{oid},{name}"]
     if args:
         git.run("update-index", *args, check=False)
-    git.run("update-index", "-q", "--refresh", check=False)
+    with _fresh_record(store, fresh) as env:
+        git.run("update-index", "-q", "--refresh", check=False, env=env)
+
+
+@contextlib.contextmanager
+def _fresh_record(store: Store | None, fresh: dict[str, Fresh] | None) -> Iterator[dict[str, str]]:
+    """The environment naming a record of `fresh` (a file in the store's tmp dir, removed
+    afterwards); empty when there is nothing to record or it cannot be written."""
+    if not fresh or store is None:
+        yield {}
+        return
+    record = {p: {"stat": f.stat, "manifest": f.manifest_text.decode()} for p, f in fresh.items()}
+    try:
+        store.tmp.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=store.tmp, prefix="fresh-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+    except OSError:
+        yield {}  # the refresh then re-hashes the files: slower, same result
+        return
+    try:
+        yield {FRESH_ENV: name}
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
+@cache
+def _fresh_files() -> dict[str, Fresh]:
+    name = os.environ.get(FRESH_ENV)
+    if not name:
+        return {}
+    try:
+        with open(name) as f:
+            record = json.load(f)
+        return {
+            str(p): Fresh([int(x) for x in v["stat"]], str(v["manifest"]).encode())
+            for p, v in record.items()
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}  # unreadable: every file is cleaned the ordinary way
+
+
+def clean_fresh(src: ByteSource, path: str | None) -> bytes | None:
+    """The manifest of `path` if git-theta wrote it in this very checkout and it is still
+    exactly as written (same stat key); git's content on `src` is then drained unread.
+    None otherwise: the caller cleans the content as usual."""
+    if not path:
+        return None
+    f = _fresh_files().get(os.path.abspath(path))
+    if f is None:
+        return None
+    try:
+        if stat_key(os.stat(path)) != f.stat:
+            return None
+    except OSError:
+        return None
+    try:
+        manifest.parse(f.manifest_text, path)
+    except GitThetaError:
+        return None
+    src.drain()
+    return f.manifest_text
 
 
 def manifests_in_worktree(paths: Iterable[str]) -> list[Pending]:
