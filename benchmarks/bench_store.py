@@ -607,6 +607,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    # byte-compile the package as `pip install` does, so that git-theta's processes do not
+    # compile it from source at every start (an editable install under
+    # PYTHONDONTWRITEBYTECODE=1 never writes .pyc files)
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "git_theta"), quiet=1)
     makers: list[Callable[[], Model]] = [minilm]
     if not args.quick:
         makers += [lambda: gpt2_small("F32"), lambda: gpt2_small("BF16")]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from git_theta.errors import PluginNotFoundError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 CHECKPOINTS = "git_theta.checkpoints"
 UPDATES = "git_theta.updates"
@@ -17,6 +19,10 @@ TRANSFERS = "git_theta.transfers"
 @cache
 def available(group: str) -> dict[str, EntryPoint]:
     """Installed plugins of `group`, by name (sorted, so iteration order is stable)."""
+    # imported here, not at the top: importlib.metadata takes ~30 ms to import, which the
+    # filter process spends on its warm-up thread (filter_command.py)
+    from importlib.metadata import entry_points
+
     found = {ep.name: ep for ep in entry_points(group=group)}
     return dict(sorted(found.items()))
 

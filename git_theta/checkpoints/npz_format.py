@@ -23,12 +23,11 @@ import struct
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
-import numpy as np
 
-from git_theta import arrays, dtypes
+from git_theta import dtypes
 from git_theta.checkpoints import ziparchive
 from git_theta.checkpoints.base import (
     CheckpointFormat,
@@ -45,6 +44,12 @@ from git_theta.checkpoints.base import (
 )
 from git_theta.errors import CheckpointError
 from git_theta.streams import ByteSource, ReusableBuffer
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where it is used: format detection loads every format plugin, and a
+# filter process that only re-hashes a safetensors file should not pay for numpy
 
 NPY_MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20
@@ -66,11 +71,15 @@ class Npy:
 
     @property
     def nbytes(self) -> int:
+        import numpy as np
+
         return int(np.dtype(self.descr).itemsize) * dtypes.numel(self.shape)
 
     @property
     def converted(self) -> bool:
         """True when the file bytes are not the C-order little-endian tensor bytes."""
+        import numpy as np
+
         big = np.dtype(self.descr).byteorder == ">"
         return big or (self.fortran and sum(d > 1 for d in self.shape) > 1)
 
@@ -91,6 +100,8 @@ def npy_header_size(prefix: bytes, where: str, path: str | None) -> int:
 
 def parse_npy_header(raw: bytes, where: str, path: str | None) -> Npy:
     """The header that `raw` holds (exactly npy_header_size bytes)."""
+    import numpy as np
+
     size = npy_header_size(raw[:12], where, path)
     if len(raw) < size:
         raise CheckpointError(path, f"{where}: truncated .npy header")
@@ -129,6 +140,8 @@ def parse_npy_header(raw: bytes, where: str, path: str | None) -> Npy:
 
 
 def _tensor_dtype(dt: np.dtype[Any]) -> str | None:
+    from git_theta import arrays  # imports numpy: see the note at the top
+
     if dt.fields is not None or dt.subdtype is not None:
         return None
     try:
@@ -139,6 +152,8 @@ def _tensor_dtype(dt: np.dtype[Any]) -> str | None:
 
 def to_tensor_bytes(data: memoryview | bytes, npy: Npy, dtype: str) -> memoryview:
     """C-order little-endian bytes of an array stored in Fortran order and/or big-endian."""
+    import numpy as np
+
     arr = np.frombuffer(data, dtype=npy.descr).reshape(npy.shape, order="F" if npy.fortran else "C")
     out = np.ascontiguousarray(arr, dtype=dtypes.get(dtype).numpy)
     return memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
@@ -146,6 +161,8 @@ def to_tensor_bytes(data: memoryview | bytes, npy: Npy, dtype: str) -> memoryvie
 
 def to_file_bytes(data: bytes, descr: str, fortran: bool, shape: list[int]) -> bytes:
     """The inverse of to_tensor_bytes."""
+    import numpy as np
+
     dt = np.dtype(descr)
     arr = np.frombuffer(data, dtype=dt.newbyteorder("<") if dt.byteorder == ">" else dt)
     return arr.reshape(shape).astype(dt).tobytes(order="F" if fortran else "C")

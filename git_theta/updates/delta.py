@@ -41,10 +41,13 @@ def difference(base: bytes | memoryview, new: bytes | memoryview, itemsize: int,
     return (b ^ a if op == "xor" else b - a).tobytes()
 
 
-def combine(base: bytes | memoryview, diff: bytes | memoryview, itemsize: int, op: str) -> bytes:
+def combine(
+    base: bytes | memoryview, diff: bytes | memoryview, itemsize: int, op: str
+) -> memoryview:
     u = _uint(itemsize)
     a, d = np.frombuffer(base, dtype=u), np.frombuffer(diff, dtype=u)
-    return (a ^ d if op == "xor" else a + d).tobytes()
+    out = a ^ d if op == "xor" else a + d
+    return out.data.cast("B")  # the array's own bytes: no copy
 
 
 class DeltaUpdate(UpdateType):
@@ -90,7 +93,7 @@ class DeltaUpdate(UpdateType):
                     if next(base, None) is not None:
                         raise UpdateError(f"{spec.name}: the delta record's base is too long")
 
-                def one(item: tuple[memoryview, int, memoryview]) -> bytes:
+                def one(item: tuple[memoryview, int, memoryview]) -> memoryview:
                     frame, n, b = item
                     diff = codec.decode_frame(frame, n, dec.group)
                     return combine(b, diff, itemsize, op)
