@@ -21,7 +21,9 @@ SCOPES = ("global", "local", "system")
 
 def theta_command() -> str:
     """How git should start git-theta: this interpreter, so an unactivated venv still works."""
-    return f"{shlex.quote(sys.executable)} -m git_theta"
+    from git_theta.transfer import hooks
+
+    return hooks.hook_command(sys.executable)
 
 
 class Group(click.Group):
