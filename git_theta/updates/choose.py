@@ -24,12 +24,10 @@ while small, so clean holds little beyond the new value itself (docs/patches.md,
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 from collections.abc import Iterator
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import blake3
 import numpy as np
@@ -40,7 +38,7 @@ from git_theta.errors import GitThetaError
 from git_theta.store import ObjectWriter, Store
 from git_theta.updates.base import Record, ValueSpec
 from git_theta.updates.delta import difference
-from git_theta.updates.incremental import UINT, depth, encode_bytes, rechunk
+from git_theta.updates.incremental import UINT, Candidate, depth, encode_bytes, rechunk
 from git_theta.updates.rows import match_rows_digests, row_digests
 from git_theta.updates.sparse import changed_positions, index_dtype
 
@@ -104,7 +102,7 @@ def store_changed(
             return filters._store_dense(txn, data, spec, h, st)
         best = min(found, key=lambda c: c.cost)
         if _dense_may_win(data, group, best.cost):
-            dense = _Streamed({"type": "dense"}, {"": _write_value(txn, stack, data, group)})
+            dense = Candidate({"type": "dense"}, {"": _write_value(txn, stack, data, group)})
             if dense.cost <= best.cost:
                 best = dense
         record, new_objects, new_bytes = best.commit(txn)
@@ -115,42 +113,6 @@ def store_changed(
 
         txn.remember(h, kind, StoredObject(record["oid"], record["size"]))
     return record
-
-
-class _Streamed:
-    """A candidate whose objects are open store writers (bytes) or encoded bytes in memory.
-
-    Cost is counted as `Candidate.cost` does; `commit` publishes its writers and leaves the
-    others to be discarded when the caller's ExitStack closes.
-    """
-
-    def __init__(self, record: dict[str, Any], objects: dict[str, ObjectWriter | bytes]) -> None:
-        self.record = record
-        self.objects = objects
-
-    @property
-    def cost(self) -> int:
-        text = json.dumps(self.record, separators=(",", ":"))
-        sizes = [o.size if isinstance(o, ObjectWriter) else len(o) for o in self.objects.values()]
-        return sum(sizes) + len(text) + 90 * len(self.objects)
-
-    def commit(self, txn: Store) -> tuple[dict[str, Any], int, int]:
-        rec = dict(self.record)
-        new_objects = new_bytes = 0
-        for key, obj in sorted(self.objects.items()):
-            if isinstance(obj, ObjectWriter):
-                existed = txn.has(obj.digest())
-                stored = obj.commit()
-            else:
-                existed = txn.has(hashlib.sha256(obj).hexdigest())
-                stored = txn.put(obj)
-            if not existed:
-                new_objects += 1
-                new_bytes += stored.size
-            prefix = f"{key}_" if key else ""
-            rec[prefix + "oid"] = stored.oid
-            rec[prefix + "size"] = stored.size
-        return rec, new_objects, new_bytes
 
 
 def _write_value(
@@ -229,7 +191,7 @@ class _Frames:
 
 def _scan(
     txn: Store, stack: contextlib.ExitStack, old: Entry, data: memoryview, spec: ValueSpec
-) -> list[_Streamed] | None:
+) -> list[Candidate] | None:
     """One pass over base and new value in step: the XOR delta streams into a store writer,
     changed elements are counted, and the sparse arrays are built while they stay small.
     None if the base is unusable."""
@@ -279,19 +241,19 @@ def _scan(
                 values.add(rows.reshape(-1, itemsize)[positions].tobytes())
     except _BaseUnusable:
         return None
-    out: list[_Streamed] = []
+    out: list[Candidate] = []
     fraction = count / numel
     if indices is not None and fraction <= SPARSE_MAX_FRACTION:
         record = {"type": "sparse", "base": old.record, "count": count, "index_dtype": idt}
-        out.append(_Streamed(record, {"indices": indices.encoded(), "values": values.encoded()}))
+        out.append(Candidate(record, {"indices": indices.encoded(), "values": values.encoded()}))
     if fraction >= DELTA_MIN_FRACTION or not out:
-        out.append(_Streamed({"type": "delta", "op": "xor", "base": old.record}, {"": delta}))
+        out.append(Candidate({"type": "delta", "op": "xor", "base": old.record}, {"": delta}))
     return out
 
 
 def _rows(
     txn: Store, stack: contextlib.ExitStack, old: Entry, data: memoryview, spec: ValueSpec
-) -> list[_Streamed] | None:
+) -> list[Candidate] | None:
     """The rows candidate (rows dropped from / appended to the base), or None: the base is
     walked row by row for digests, and appended rows stream into a store writer."""
     if not spec.shape or not old.shape or spec.shape[1:] != old.shape[1:]:
@@ -330,7 +292,7 @@ def _rows(
     if appended:
         tail = memoryview(data).cast("B")[first_new * width :]
         objects["appended"] = _write_value(txn, stack, tail, dtypes.get(spec.dtype).itemsize)
-    return [_Streamed(record, objects)]
+    return [Candidate(record, objects)]
 
 
 SPARSE_MAX_HELD = 64 << 20  # compressed sparse arrays held while scanning; beyond, no sparse

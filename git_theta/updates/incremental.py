@@ -19,7 +19,7 @@ import numpy as np
 
 from git_theta import codec, dtypes, parallel
 from git_theta.errors import ObjectCorruptError, UpdateError
-from git_theta.store import Store
+from git_theta.store import ObjectWriter, Store
 from git_theta.updates.base import Record, Resolver, ValueSpec
 
 # Unsigned integer views of each item size, for bit-exact comparisons and deltas.
@@ -47,32 +47,39 @@ def encode_bytes(data: bytes | memoryview, group: int) -> bytes:
 class Candidate:
     """One way of storing a value: a record missing only its object ids, and the objects.
 
-    `objects` maps a key prefix to encoded bytes: "" becomes `oid`/`size`, "indices" becomes
-    `indices_oid`/`indices_size`. `cost` is what storing it would add: objects plus the
-    record's own text, which every later manifest line carries (nested bases grow it).
+    `objects` maps a key prefix to encoded bytes, or to an open store writer holding them
+    (clean streams large candidates into writers; `commit` publishes the winner's, the
+    losers' are discarded when their writers close): "" becomes `oid`/`size`, "indices"
+    becomes `indices_oid`/`indices_size`. `cost` is what storing it would add: objects plus
+    the record's own text, which every later manifest line carries (nested bases grow it).
     """
 
     record: Mapping[str, Any]
-    objects: Mapping[str, bytes] = field(default_factory=dict)
+    objects: Mapping[str, bytes | ObjectWriter] = field(default_factory=dict)
 
     @property
     def cost(self) -> int:
         text = json.dumps(self.record, separators=(",", ":"))
-        return sum(len(b) for b in self.objects.values()) + len(text) + 90 * len(self.objects)
+        sizes = [o.size if isinstance(o, ObjectWriter) else len(o) for o in self.objects.values()]
+        return sum(sizes) + len(text) + 90 * len(self.objects)
 
     def commit(self, store: Store) -> tuple[dict[str, Any], int, int]:
         """Write the objects; (the full record, new objects, new bytes)."""
         rec = dict(self.record)
         new_objects = new_bytes = 0
-        for key, blob in sorted(self.objects.items()):
-            existed = store.has(hashlib.sha256(blob).hexdigest())
-            obj = store.put(blob)  # write-once: an existing object is not written again
+        for key, obj in sorted(self.objects.items()):
+            if isinstance(obj, ObjectWriter):
+                existed = store.has(obj.digest())
+                stored = obj.commit()
+            else:
+                existed = store.has(hashlib.sha256(obj).hexdigest())
+                stored = store.put(obj)  # write-once: an existing object is not written again
             if not existed:
                 new_objects += 1
-                new_bytes += obj.size
+                new_bytes += stored.size
             prefix = f"{key}_" if key else ""
-            rec[prefix + "oid"] = obj.oid
-            rec[prefix + "size"] = obj.size
+            rec[prefix + "oid"] = stored.oid
+            rec[prefix + "size"] = stored.size
         return rec, new_objects, new_bytes
 
 
