@@ -12,7 +12,7 @@ import click
 
 from git_theta import __version__, attributes, filters, git, materialize
 from git_theta.errors import GitThetaError, UnknownFormatError
-from git_theta.filter_command import file_size, open_store, skip_smudge, smudge_fetcher
+from git_theta.filter_command import clean_from_git, open_store, skip_smudge, smudge_fetcher
 from git_theta.streams import ByteSource
 from git_theta.terminal import TerminalProgress, TransferProgress, report
 
@@ -135,19 +135,8 @@ def untrack(patterns: tuple[str, ...]) -> None:
 @click.argument("path", required=False)
 def clean(path: str | None) -> None:
     """Single-shot clean filter: checkpoint on stdin -> manifest on stdout."""
-    store = open_store()
-    src = ByteSource(sys.stdin.buffer)
-    known = materialize.clean_fresh(src, path)  # the index refresh after a direct checkout
-    if known is not None:
-        sys.stdout.buffer.write(known)
-        return
-    out = filters.clean(
-        src,
-        path,
-        store,
-        progress=TerminalProgress("adding"),
-        total=file_size(path) if path else None,
-        previous=filters.indexed_manifest(path),
+    out = clean_from_git(
+        ByteSource(sys.stdin.buffer), path, open_store(), TerminalProgress("adding")
     )
     sys.stdout.buffer.write(out)
 

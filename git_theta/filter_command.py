@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 import threading
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,25 @@ def warm_up() -> threading.Thread:
     return t
 
 
+def clean_from_git(
+    src: ByteSource, path: str | None, store: Store, progress: TerminalProgress
+) -> bytes:
+    """The manifest of the working-tree file `path` that git sends on `src` (both the filter
+    process and the single-shot `clean` command): answered from the record of a direct
+    checkout when the file is one just written, else cleaned against the indexed version."""
+    known = materialize.clean_fresh(src, path)
+    if known is not None:
+        return known
+    return filters.clean(
+        src,
+        path,
+        store,
+        progress=progress,
+        total=file_size(path) if path else None,
+        previous=filters.indexed_manifest(path),
+    )
+
+
 class LazyFetcher:
     """The SmudgeFetcher, made when a smudge first needs it: a `git add` never does, so it
     skips the transfer modules' import. Serves as the filter's `Delayer` and smudge's
@@ -122,29 +142,21 @@ def run() -> int:
     adding, checking_out = TerminalProgress("adding"), TerminalProgress("checking out")
     fetcher = LazyFetcher(store)
     pending: list[materialize.Pending] = []
-    first_smudge: list[int | None] = []  # [direct-checkout threshold] once a smudge ran
+
+    @cache
+    def direct_threshold() -> int | None:
+        """Set up on the first smudge: the hook check, then the direct-checkout size."""
+        ensure_hook()
+        return materialize.threshold()
 
     def do_clean(src: ByteSource, path: str) -> bytes:
-        known = materialize.clean_fresh(src, path)  # the index refresh after a direct checkout
-        if known is not None:
-            return known
-        return filters.clean(
-            src,
-            path,
-            store,
-            progress=adding,
-            total=file_size(path),
-            previous=filters.indexed_manifest(path),
-        )
+        return clean_from_git(src, path, store, adding)
 
     def do_smudge(data: bytes, path: str, sink: fp.LazyContent) -> None:
         if skip_smudge():
             sink.write(data)
             return
-        if not first_smudge:
-            ensure_hook()
-            first_smudge.append(materialize.threshold())
-        limit = first_smudge[0]
+        limit = direct_threshold()
         if limit is not None and manifest.is_manifest(data):
             size = materialize.checkpoint_size(manifest.parse(data, path))
             if size > limit:

@@ -102,6 +102,14 @@ class IndexStat:
         )
 
 
+def _vouched(path: str, top: Path, stat: IndexStat | None) -> Manifest | None:
+    """The indexed manifest of `path` when the index's stat data vouches for the file (so it
+    need not be read); None otherwise."""
+    if stat is not None and stat.clean(path):
+        return manifest_at(f":{path}", top)
+    return None
+
+
 def worktree_manifest(
     path: str,
     top: Path,
@@ -116,10 +124,8 @@ def worktree_manifest(
     p = top / path
     if not p.is_file():
         return None
-    if stat is not None and stat.clean(path):
-        indexed = manifest_at(f":{path}", top)
-        if indexed is not None:
-            return indexed
+    if (indexed := _vouched(path, top, stat)) is not None:
+        return indexed
     return clean_file(p, path, store, previous)
 
 
@@ -247,10 +253,8 @@ def worktree_hashes(path: str, top: Path, stat: IndexStat | None = None) -> Mani
     p = top / path
     if not p.is_file():
         return None
-    if stat is not None and stat.clean(path):
-        indexed = manifest_at(f":{path}", top)
-        if indexed is not None:
-            return indexed
+    if (indexed := _vouched(path, top, stat)) is not None:
+        return indexed
     with open(p, "rb") as f:
         head = f.read(64)
     if manifest.is_manifest(head):
