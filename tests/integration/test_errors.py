@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -162,23 +161,18 @@ def test_missing_object_on_checkout(repo: Path) -> None:
     )
 
 
+def stage_verbatim(repo: Path, text: str) -> None:
+    """Stage `text` as the file's blob as it is, bypassing the clean filter."""
+    blob = git("hash-object", "-w", "--no-filters", "--stdin", cwd=repo, input=text.encode()).stdout
+    git("update-index", "--cacheinfo", f"100644,{blob.strip()},{NAME}", cwd=repo)
+
+
 def test_malformed_manifest_committed_directly(repo: Path) -> None:
     commit_two_versions(repo)
     good = git("cat-file", "blob", f"HEAD:{NAME}", cwd=repo).stdout
     bad = good.replace('"shape":[32]', '"shape":[-32]')
     assert bad != good
-    blob = (
-        subprocess.run(
-            ["git", "hash-object", "-w", "--no-filters", "--stdin"],
-            cwd=repo,
-            input=bad.encode(),
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .strip()
-    )
-    git("update-index", "--cacheinfo", f"100644,{blob},{NAME}", cwd=repo)
+    stage_verbatim(repo, bad)
     git("commit", "-qm", "bad manifest", cwd=repo)
     (repo / NAME).unlink()
     line = failing_checkout(repo, "--", NAME)
@@ -192,18 +186,7 @@ def test_manifest_of_a_newer_version(repo: Path) -> None:
     commit_two_versions(repo)
     good = git("cat-file", "blob", f"HEAD:{NAME}", cwd=repo).stdout
     newer = good.replace("git-theta-manifest 1", "git-theta-manifest 2")
-    blob = (
-        subprocess.run(
-            ["git", "hash-object", "-w", "--no-filters", "--stdin"],
-            cwd=repo,
-            input=newer.encode(),
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .strip()
-    )
-    git("update-index", "--cacheinfo", f"100644,{blob},{NAME}", cwd=repo)
+    stage_verbatim(repo, newer)
     (repo / NAME).unlink()
     line = failing_checkout(repo, "--", NAME)
     assert "version '2' is not supported by this git-theta (reads 1)" in line
