@@ -145,9 +145,12 @@ def run() -> int:
 
     @cache
     def direct_threshold() -> int | None:
-        """Set up on the first smudge: the hook check, then the direct-checkout size."""
+        """Set up on the first smudge: the hook check, then the direct-checkout size (none
+        when git smudges into an archive rather than the working tree)."""
+        from git_theta import invoker
+
         ensure_hook()
-        return materialize.threshold()
+        return None if invoker.output_context() else materialize.threshold()
 
     def do_clean(src: ByteSource, path: str) -> bytes:
         return clean_from_git(src, path, store, adding)
@@ -160,9 +163,13 @@ def run() -> int:
         if limit is not None and manifest.is_manifest(data):
             size = materialize.checkpoint_size(manifest.parse(data, path))
             if size > limit:
-                # written by us when git is done with the working tree (materialize.py)
+                # written now to a temporary file (a failure fails git's command as usual);
+                # git writes the manifest, and the file is put in place once git is done
+                tmp = materialize.write_temp(
+                    Path(path), data, store, progress=checking_out, fetch=fetcher.get()
+                )
+                pending.append(materialize.Pending(path, data, tmp))
                 sink.write(data)
-                pending.append(materialize.Pending(path, data))
                 return
         filters.smudge(
             data,
@@ -176,8 +183,9 @@ def run() -> int:
     try:
         code = fp.main_loop(do_clean, do_smudge, report, None if skip_smudge() else fetcher)
         if pending:
-            materialize.finish(pending, store, progress=checking_out, fetch=fetcher.get())
+            materialize.finish(pending, store)
     finally:
+        materialize.discard(pending)
         fetcher.close()
     return code
 

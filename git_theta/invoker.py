@@ -6,7 +6,11 @@ checkpoint, only for the diff driver to throw it away and read the manifest. Whe
 process above us runs one of those commands (and no user-supplied external diff, such as
 `git difftool`, wants real files), smudge passes the manifest through instead.
 
-Linux only (reads /proc); anywhere else `diff_context()` is False and smudge works as usual.
+`git archive` and `git cat-file --filters` smudge into their own output: there a checkpoint
+is always streamed through git, never written to the working tree by git-theta (direct
+checkout, materialize.py), which would leave the manifest in the archive.
+
+Linux only (reads /proc); anywhere else both checks are False and smudge works as usual.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 from pathlib import Path
 
 DIFF_COMMANDS = frozenset({"diff", "log", "show", "whatchanged"})
+OUTPUT_COMMANDS = frozenset({"archive", "cat-file"})
 # git options that take the next argument as their value
 _VALUED = frozenset({"-c", "-C", "--git-dir", "--work-tree", "--namespace", "--config-env"})
 MAX_DEPTH = 3  # git -> sh -c -> python
@@ -60,17 +65,27 @@ def git_subcommand(argv: list[str]) -> str | None:
     return None
 
 
-def diff_context() -> bool:
-    """True when the nearest git ancestor runs diff/log/show with git-theta's own driver."""
-    if os.environ.get("GIT_EXTERNAL_DIFF") or os.environ.get("GIT_THETA_DIFF_SMUDGE") == "1":
-        return False  # a difftool or the user wants real checkpoints
+def nearest_git_command() -> str | None:
+    """The subcommand of the nearest git process above this one (`checkout`, `diff`, ...)."""
     pid: int | None = os.getpid()
     for _ in range(MAX_DEPTH):
         pid = _parent(pid) if pid else None
         if not pid:
-            return False
-        argv = _cmdline(pid)
-        sub = git_subcommand(argv or [])
+            return None
+        sub = git_subcommand(_cmdline(pid) or [])
         if sub is not None:
-            return sub in DIFF_COMMANDS
-    return False
+            return sub
+    return None
+
+
+def diff_context() -> bool:
+    """True when the nearest git ancestor runs diff/log/show with git-theta's own driver."""
+    if os.environ.get("GIT_EXTERNAL_DIFF") or os.environ.get("GIT_THETA_DIFF_SMUDGE") == "1":
+        return False  # a difftool or the user wants real checkpoints
+    return nearest_git_command() in DIFF_COMMANDS
+
+
+def output_context() -> bool:
+    """True when the nearest git ancestor smudges into its own output (`git archive`, `git
+    cat-file --filters`), not into the working tree, so a direct checkout cannot apply."""
+    return nearest_git_command() in OUTPUT_COMMANDS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,62 @@ def test_clone_and_worktree_get_real_files(repo: Path, tmp_path: Path) -> None:
     git("worktree", "add", "-q", str(wt), "-b", "wt", cwd=repo)
     assert (wt / "model.safetensors").read_bytes() == v1
     _clean(wt)
+
+
+@pytest.mark.usefixtures("always_direct")
+def test_the_index_knows_the_written_file_without_reading_it(repo: Path) -> None:
+    """git-theta records the new file's stat data in the index itself: git status then has
+    nothing to re-read, so it runs no filter (one that would fail is configured here)."""
+    model = repo / "model.safetensors"
+    v1 = _model(model, 9)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    model.unlink()
+    git("checkout", "--", "model.safetensors", cwd=repo)
+    assert model.read_bytes() == v1
+    debug = git("ls-files", "--debug", "model.safetensors", cwd=repo).stdout
+    assert f"size: {len(v1)}" in debug
+    status = git("-c", "filter.theta.process=false", "status", "--porcelain", cwd=repo)
+    assert status.stdout == ""
+    model.write_bytes(v1[:-1] + bytes([v1[-1] ^ 1]))  # and a real change is still seen
+    assert git("status", "--porcelain", cwd=repo, check=False).stdout.strip()
+
+
+@pytest.mark.usefixtures("always_direct")
+def test_archive_gets_the_checkpoint_not_the_manifest(repo: Path, tmp_path: Path) -> None:
+    model = repo / "model.safetensors"
+    v1 = _model(model, 10)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    tar = tmp_path / "out.tar"
+    git("archive", "-o", str(tar), "HEAD", cwd=repo)
+    with tarfile.open(tar) as t:
+        member = t.extractfile("model.safetensors")
+        assert member is not None
+        assert member.read() == v1
+
+
+@pytest.mark.usefixtures("always_direct")
+def test_a_corrupt_object_fails_the_checkout_and_leaves_nothing(repo: Path) -> None:
+    model = repo / "model.safetensors"
+    _model(model, 11)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", "v1", cwd=repo)
+    objects = sorted(
+        (repo / ".git" / "theta" / "objects").rglob("*"), key=lambda p: p.stat().st_size
+    )
+    victim = [p for p in objects if p.is_file()][-1]  # a tensor's object
+    victim.chmod(0o644)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    victim.write_bytes(bytes(data))
+    model.unlink()
+    proc = git("checkout", "--", "model.safetensors", cwd=repo, check=False)
+    assert proc.returncode != 0
+    assert "smudge filter theta failed" in proc.stderr
+    assert "git theta fetch" in proc.stderr  # the one-line message names the fix
+    assert not model.exists()
+    assert list((repo / ".git" / "theta" / "tmp").glob("*theta-tmp")) == []
 
 
 def test_threshold_picks_which_files_go_direct(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
