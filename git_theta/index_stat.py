@@ -140,7 +140,7 @@ def _patch_entries(
     signature, version, count = _HEADER.unpack_from(data, 0)
     if signature != b"DIRC" or version not in (2, 3):
         return set()
-    wanted = {p.encode(): (p, w) for p, w in written.items()}
+    wanted = {p.encode("utf-8", "surrogateescape"): (p, w) for p, w in written.items()}
     done: set[str] = set()
     pos = _HEADER.size
     end = len(data) - width
