@@ -86,8 +86,10 @@ def write_temp(
     *,
     progress: Progress | None = None,
     fetch: Fetcher | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Write the checkpoint `manifest_text` describes to a new temporary file; its path.
+    """Write the checkpoint `manifest_text` describes, for `path`, to a new temporary file;
+    its path. `name` is the checkpoint's name in messages (default: `path`).
 
     The file lives in the store's tmp dir when that is on the working tree's filesystem (so
     a killed checkout leaves no stray file in the working tree: `git theta gc` clears tmp),
@@ -104,7 +106,7 @@ def write_temp(
             get = None
             if fetch is not None:
                 get = lambda st, oids, p: fetch(st, oids, p, manifest_text)  # noqa: E731
-            filters.smudge(manifest_text, str(path), store, out, fetch=get, **kwargs)
+            filters.smudge(manifest_text, name or str(path), store, out, fetch=get, **kwargs)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -132,13 +134,16 @@ def write_checkpoint(
     *,
     progress: Progress | None = None,
     fetch: Fetcher | None = None,
+    name: str | None = None,
 ) -> None:
-    """Replace `path` (holding `manifest_text`) by the checkpoint."""
-    tmp = write_temp(path, manifest_text, store, progress=progress, fetch=fetch)
+    """Write the checkpoint `manifest_text` describes to `path` (replacing what is there,
+    keeping its mode), atomically; `name` as for write_temp."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = write_temp(path, manifest_text, store, progress=progress, fetch=fetch, name=name)
     try:
         place(tmp, path)
     except BaseException:
-        discard([Pending(str(path), manifest_text, tmp)])
+        tmp.unlink(missing_ok=True)
         raise
 
 

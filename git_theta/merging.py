@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from git_theta import filters, git, manifest
+from git_theta import git, manifest, materialize
 from git_theta.errors import MergeError, NotARepositoryError
 from git_theta.manifest import Manifest
 from git_theta.merge_driver import Choice, Chooser, Conflict, describe, merge
@@ -159,23 +159,10 @@ def resolve(path: str, store: Store, *, forced: Choice | None) -> tuple[str, int
         return chooser(conflicts)
 
     merged = merge(base, ours, theirs, store, path=rel, choose=counting).render()
-    write_checkpoint(merged, rel, store, root / rel)
+    materialize.write_checkpoint(root / rel, merged, store, name=rel)
     oid = git.hash_object(merged, cwd=root)
     git.stage_blob(rel, oid, stages[2][0], cwd=root)
     return rel, sum(counted)
-
-
-def write_checkpoint(data: bytes, rel: str, store: Store, target: Path) -> None:
-    """Smudge manifest `data` into `target` atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".theta-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            filters.smudge(data, rel, store, f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export(path: str, store: Store, out_dir: Path) -> list[Path]:
@@ -192,6 +179,6 @@ def export(path: str, store: Store, out_dir: Path) -> list[Path]:
         if stage not in stages:
             continue
         target = out_dir / f"{name.stem}.{label}{name.suffix}"
-        write_checkpoint(stages[stage][1], rel, store, target)
+        materialize.write_checkpoint(target, stages[stage][1], store, name=rel)
         written.append(target)
     return written
