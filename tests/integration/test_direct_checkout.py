@@ -23,6 +23,15 @@ def _model(path: Path, seed: int, n: int = 4, rows: int = 256) -> bytes:
     return path.read_bytes()
 
 
+def _committed(repo: Path, seed: int, **shape: int) -> tuple[Path, bytes]:
+    """model.safetensors written (seed, shape) and committed; the file and its bytes."""
+    model = repo / "model.safetensors"
+    data = _model(model, seed, **shape)
+    git("add", "model.safetensors", cwd=repo)
+    git("commit", "-qm", f"model {seed}", cwd=repo)
+    return model, data
+
+
 @pytest.fixture
 def always_direct(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_THETA_DIRECT_CHECKOUT", "always")
@@ -34,10 +43,7 @@ def _clean(repo: Path) -> None:
 
 @pytest.mark.usefixtures("always_direct")
 def test_checkout_switch_reset_stash_write_the_real_file(repo: Path) -> None:
-    model = repo / "model.safetensors"
-    v1 = _model(model, 1)
-    git("add", "model.safetensors", cwd=repo)
-    git("commit", "-qm", "v1", cwd=repo)
+    model, v1 = _committed(repo, 1)
     git("switch", "-qc", "other", cwd=repo)
     v2 = _model(model, 2)
     git("commit", "-qam", "v2", cwd=repo)
@@ -61,10 +67,7 @@ def test_checkout_switch_reset_stash_write_the_real_file(repo: Path) -> None:
 
 @pytest.mark.usefixtures("always_direct")
 def test_clone_and_worktree_get_real_files(repo: Path, tmp_path: Path) -> None:
-    model = repo / "model.safetensors"
-    v1 = _model(model, 4)
-    git("add", "model.safetensors", cwd=repo)
-    git("commit", "-qm", "v1", cwd=repo)
+    _, v1 = _committed(repo, 4)
     wt = tmp_path / "wt"
     git("worktree", "add", "-q", str(wt), "-b", "wt", cwd=repo)
     assert (wt / "model.safetensors").read_bytes() == v1
@@ -75,10 +78,7 @@ def test_clone_and_worktree_get_real_files(repo: Path, tmp_path: Path) -> None:
 def test_the_index_knows_the_written_file_without_reading_it(repo: Path) -> None:
     """git-theta records the new file's stat data in the index itself: git status then has
     nothing to re-read, so it runs no filter (one that would fail is configured here)."""
-    model = repo / "model.safetensors"
-    v1 = _model(model, 9)
-    git("add", "model.safetensors", cwd=repo)
-    git("commit", "-qm", "v1", cwd=repo)
+    model, v1 = _committed(repo, 9)
     model.unlink()
     git("checkout", "--", "model.safetensors", cwd=repo)
     assert model.read_bytes() == v1
@@ -92,10 +92,7 @@ def test_the_index_knows_the_written_file_without_reading_it(repo: Path) -> None
 
 @pytest.mark.usefixtures("always_direct")
 def test_archive_gets_the_checkpoint_not_the_manifest(repo: Path, tmp_path: Path) -> None:
-    model = repo / "model.safetensors"
-    v1 = _model(model, 10)
-    git("add", "model.safetensors", cwd=repo)
-    git("commit", "-qm", "v1", cwd=repo)
+    _, v1 = _committed(repo, 10)
     tar = tmp_path / "out.tar"
     git("archive", "-o", str(tar), "HEAD", cwd=repo)
     with tarfile.open(tar) as t:
@@ -106,10 +103,7 @@ def test_archive_gets_the_checkpoint_not_the_manifest(repo: Path, tmp_path: Path
 
 @pytest.mark.usefixtures("always_direct")
 def test_a_corrupt_object_fails_the_checkout_and_leaves_nothing(repo: Path) -> None:
-    model = repo / "model.safetensors"
-    _model(model, 11)
-    git("add", "model.safetensors", cwd=repo)
-    git("commit", "-qm", "v1", cwd=repo)
+    model, _ = _committed(repo, 11)
     objects = sorted(
         (repo / ".git" / "theta" / "objects").rglob("*"), key=lambda p: p.stat().st_size
     )
@@ -142,10 +136,7 @@ def test_threshold_picks_which_files_go_direct(repo: Path, monkeypatch: pytest.M
 
 
 def test_interrupted_direct_checkout_is_finished_by_git_theta_checkout(repo: Path) -> None:
-    model = repo / "model.safetensors"
-    v1 = _model(model, 7)
-    git("add", "model.safetensors", cwd=repo)
-    git("commit", "-qm", "v1", cwd=repo)
+    model, v1 = _committed(repo, 7)
     model.unlink()
     # a checkout that left the manifest in place, as a skip-smudge checkout does
     git("checkout", "--", "model.safetensors", cwd=repo, env={"GIT_THETA_SKIP_SMUDGE": "1"})
@@ -178,11 +169,8 @@ def _checkout_peak(repo: Path, mode: str) -> int:
 def test_direct_checkout_bounds_memory(repo: Path) -> None:
     """git buffers a whole smudged file; the direct path stays within the design's bound of
     2 x the largest tensor + 300 MB, which this file (40 tensors of 8 MiB) exceeds."""
-    model = repo / "model.safetensors"
-    expected = _model(model, 8, n=40, rows=4096)
+    model, expected = _committed(repo, 8, n=40, rows=4096)
     largest = 4096 * 512 * 4
-    git("add", "model.safetensors", cwd=repo)
-    git("commit", "-qm", "big", cwd=repo)
     buffered = _checkout_peak(repo, "never")
     assert model.read_bytes() == expected
     direct = _checkout_peak(repo, "always")

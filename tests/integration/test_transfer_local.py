@@ -58,16 +58,26 @@ def test_file_url_remote(repo: Path, tmp_path: Path) -> None:
     assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
 
 
-def test_skip_smudge_clone_then_fetch_and_pull(repo: Path, tmp_path: Path) -> None:
+def _manifest_clone(repo: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """`repo` pushed to a bare path remote and cloned with GIT_THETA_SKIP_SMUDGE=1 (files
+    hold manifests, the store is empty); the clone and an environment without the skip."""
     bare = _pushed(repo, tmp_path)
-    env = {**fresh_home(tmp_path), "GIT_THETA_SKIP_SMUDGE": "1"}
+    env = fresh_home(tmp_path)
     clone = tmp_path / "clone"
-    run_git(["clone", "-q", str(bare), str(clone)], cwd=tmp_path, env=env)
+    run_git(
+        ["clone", "-q", str(bare), str(clone)],
+        cwd=tmp_path,
+        env={**env, "GIT_THETA_SKIP_SMUDGE": "1"},
+    )
+    return clone, env
+
+
+def test_skip_smudge_clone_then_fetch_and_pull(repo: Path, tmp_path: Path) -> None:
+    clone, env = _manifest_clone(repo, tmp_path)
     text = (clone / "m.safetensors").read_bytes()
     assert text.startswith(b"git-theta-manifest 1\n")
     assert store_of(clone) == set()
     assert run_git(["status", "--porcelain"], cwd=clone, env=env).stdout == ""
-    del env["GIT_THETA_SKIP_SMUDGE"]
     out = run_theta(["fetch", "origin"], cwd=clone, env=env)
     assert store_of(clone) == store_of(repo)
     assert f"{len(store_of(repo))} objects" in out.stderr
@@ -80,21 +90,13 @@ def test_skip_smudge_clone_then_fetch_and_pull(repo: Path, tmp_path: Path) -> No
 
 
 def test_pull_alone_downloads_and_checks_out(repo: Path, tmp_path: Path) -> None:
-    bare = _pushed(repo, tmp_path)
-    env = {**fresh_home(tmp_path), "GIT_THETA_SKIP_SMUDGE": "1"}
-    clone = tmp_path / "clone"
-    run_git(["clone", "-q", str(bare), str(clone)], cwd=tmp_path, env=env)
-    del env["GIT_THETA_SKIP_SMUDGE"]
+    clone, env = _manifest_clone(repo, tmp_path)
     run_theta(["pull"], cwd=clone, env=env)
     assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
 
 
 def test_git_theta_checkout_downloads_what_it_writes(repo: Path, tmp_path: Path) -> None:
-    bare = _pushed(repo, tmp_path)
-    env = {**fresh_home(tmp_path), "GIT_THETA_SKIP_SMUDGE": "1"}
-    clone = tmp_path / "clone"
-    run_git(["clone", "-q", str(bare), str(clone)], cwd=tmp_path, env=env)
-    del env["GIT_THETA_SKIP_SMUDGE"]
+    clone, env = _manifest_clone(repo, tmp_path)
     out = run_theta(["checkout", "m.safetensors"], cwd=clone, env=env)
     assert out.stdout == "checked out m.safetensors\n"
     assert (clone / "m.safetensors").read_bytes() == (repo / "m.safetensors").read_bytes()
