@@ -79,7 +79,7 @@ def group_bytes(chunk: memoryview | bytes, group: int) -> bytes | memoryview:
     return np.ascontiguousarray(planes).reshape(-1).data
 
 
-def ungroup_bytes(planes: bytes, group: int) -> bytes | memoryview:
+def ungroup_bytes(planes: bytes | memoryview, group: int) -> bytes | memoryview:
     if group <= 1 or len(planes) % group:
         return planes
     import numpy as np
@@ -148,6 +148,12 @@ class Decoder:
 
     def frames(self) -> Iterator[tuple[memoryview, int]]:
         """(zstd frame, expected raw length) for every chunk, validating the framing."""
+        for frame, want, _end in self.spans():
+            yield frame, want
+
+    def spans(self) -> Iterator[tuple[memoryview, int, int]]:
+        """As `frames`, with the offset where each frame ends in the object (a reader that
+        streams through a mapped object releases the pages behind it: store.Mapped)."""
         pos = self.body
         remaining = self.size
         blob = self.blob
@@ -159,7 +165,7 @@ class Decoder:
             if pos + flen > len(blob):
                 raise CodecError("truncated: frame shorter than declared")
             want = min(self.chunk, remaining)
-            yield blob[pos : pos + flen], want
+            yield blob[pos : pos + flen], want, pos + flen
             pos += flen
             remaining -= want
         if pos != len(blob):
@@ -174,6 +180,11 @@ class Decoder:
 
 
 def decode_frame(frame: memoryview, want: int, group: int) -> bytes | memoryview:
+    return ungroup_bytes(decompress_frame(frame, want), group)
+
+
+def decompress_frame(frame: memoryview, want: int) -> bytes:
+    """A frame's byte-grouped planes, checked to be exactly `want` bytes."""
     try:
         declared = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as exc:
@@ -187,7 +198,7 @@ def decode_frame(frame: memoryview, want: int, group: int) -> bytes | memoryview
         raise CodecError(f"zstd: {exc}") from None
     if len(raw) != want:
         raise CodecError(f"frame decoded to {len(raw)} bytes, expected {want}")
-    return ungroup_bytes(raw, group)
+    return raw
 
 
 def encode(data: bytes | memoryview, group: int) -> bytes:

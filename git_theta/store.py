@@ -97,7 +97,7 @@ class ObjectWriter:
                 self._path.unlink()
 
 
-class _Mapped:
+class Mapped:
     """An object file mapped read-only (empty files get an empty view)."""
 
     def __init__(self, f: BinaryIO) -> None:
@@ -134,7 +134,7 @@ class Store:
         self.tmp = self.root / "tmp"
         # inside transaction(): objects written but not yet published, and rawmap lines
         self.staged: dict[str, Path] | None = None
-        self._ahead: dict[str, Future[_Mapped]] = {}
+        self._ahead: dict[str, Future[Mapped]] = {}
         self._staged_map: list[tuple[str, str, StoredObject]] = []
 
     def path(self, oid: str) -> Path:
@@ -213,14 +213,14 @@ class Store:
         self.publish(oid, src)  # write-once and read-only, like every other object
         return StoredObject(oid, size)
 
-    def _map_verified(self, oid: str) -> _Mapped:
+    def _map_verified(self, oid: str) -> Mapped:
         """Map object `oid` and check its sha256; raises ObjectMissing/CorruptError."""
         p = self._location(oid)
         try:
-            f = open(p, "rb")  # noqa: SIM115 - closed by _Mapped.close
+            f = open(p, "rb")  # noqa: SIM115 - closed by Mapped.close
         except FileNotFoundError:
             raise ObjectMissingError(oid) from None
-        mapped = _Mapped(f)
+        mapped = Mapped(f)
         actual = hashlib.sha256(mapped.view).hexdigest()
         if actual != oid:
             mapped.close()
@@ -251,7 +251,7 @@ class Store:
     @contextlib.contextmanager
     def open_mapped(
         self, oid: str, *, param: str | None = None, path: str | None = None
-    ) -> Iterator[_Mapped]:
+    ) -> Iterator[Mapped]:
         """As open_verified, but the mapping itself: `.view`, and `.release(end)` for a
         reader that streams through the object (see updates.dense.read_value)."""
         ahead = self._ahead.pop(oid, None)

@@ -53,10 +53,8 @@ def read_value(store: Store, oid: str, spec: ValueSpec) -> Iterator[bytes | memo
             ends: deque[int] = deque()  # where each frame handed to the pool ends
 
             def frames() -> Iterator[tuple[memoryview, int]]:
-                pos = dec.body
-                for frame, size in dec.frames():
-                    pos += 4 + len(frame)  # frames are contiguous: length prefix, zstd frame
-                    ends.append(pos)
+                for frame, size, end in dec.spans():
+                    ends.append(end)
                     yield frame, size
 
             for raw in parallel.ordered_map(
