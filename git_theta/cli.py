@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from git_theta import __version__, attributes, filters, git, materialize
+from git_theta import __version__, allocator, attributes, filters, git, materialize
 from git_theta.errors import GitThetaError, UnknownFormatError
 from git_theta.filter_command import clean_from_git, open_store, skip_smudge, smudge_fetcher
 from git_theta.streams import ByteSource
@@ -41,6 +41,7 @@ class Group(click.Group):
 @click.version_option(__version__, prog_name="git-theta")
 def main() -> None:
     """Version machine-learning checkpoints with git, parameter by parameter."""
+    allocator.tune()
 
 
 @main.command()

@@ -114,11 +114,20 @@ def write_temp(
     return Path(tmp)
 
 
-def place(tmp: Path, path: Path) -> None:
+def place(tmp: Path, path: Path, *, atomic: bool = True) -> None:
     """Move the written checkpoint `tmp` over `path`, keeping the file's mode (atomic on
-    one filesystem; copied across filesystems)."""
+    one filesystem; copied across filesystems).
+
+    `atomic=False` removes `path` first, for a `path` that holds only what can be written
+    again (the manifest git just checked out): renaming over an existing file makes ext4
+    (`auto_da_alloc`) allocate every block of the new file inside the rename, 175-187 ms for
+    498 MB measured here, while a rename to a free name returns at once.
+    """
     with contextlib.suppress(OSError):
         os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    if not atomic:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     try:
         os.replace(tmp, path)
     except OSError as exc:
@@ -186,7 +195,7 @@ def finish(
             if item.tmp is None:
                 write_checkpoint(p, item.manifest_text, store, progress=progress, fetch=fetch)
             else:
-                place(item.tmp, p)
+                place(item.tmp, p, atomic=False)  # p holds git's manifest: nothing lost
             done.append(item.path)
             with contextlib.suppress(OSError):
                 fresh[item.path] = Fresh(stat_key(backdate(p)), item.manifest_text)
