@@ -76,8 +76,9 @@ def test_kill_during_checkout_loses_nothing(repo: Path) -> None:
 
 
 def test_kill_during_direct_checkout_loses_nothing(repo: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The direct path writes a temp file and renames it: a kill leaves the manifest or the
-    whole checkpoint, never a partial one. git then takes the manifest file as up to date
+    """The direct path writes a temp file and renames it: a kill leaves the manifest, the
+    whole checkpoint or (between deleting the manifest and the rename) no file, never a
+    partial one. git then takes the manifest file as up to date
     (its stat data is in the index), so `git theta checkout` is what finishes the work."""
     monkeypatch.setenv("GIT_THETA_DIRECT_CHECKOUT", "always")
     model, expected, longest = _committed_and_removed(repo, seed=8)
