@@ -43,29 +43,60 @@ def check_oid(oid: str) -> str:
     return oid
 
 
+SPOOL = 8 << 20  # bytes an ObjectWriter keeps in memory before it makes a temporary file
+
+
 class ObjectWriter:
-    """Streams bytes into a temporary file while hashing; `commit()` publishes the object."""
+    """Streams bytes into a temporary file while hashing; `commit()` publishes the object.
+
+    The first SPOOL bytes are kept in memory and the file is made only when more come or at
+    `commit()`: clean writes several candidate encodings of a changed tensor and keeps the
+    smallest, and a candidate that loses (or an object the store already has) then never
+    touches the disk. Creating and deleting a file costs ~1 ms of kernel time on an ext4
+    that has seen many deletions (measured: 111 temporary files, 12% of the CPU of adding a
+    10%-changed 249 MB checkpoint).
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._done = False
+        self._spool: bytearray | None = bytearray()
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def _spill(self) -> BinaryIO:
+        """The temporary file, made now if it does not exist yet, holding what was spooled."""
+        if self._file is not None:
+            return self._file
+        store = self._store
         try:
             store.tmp.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=store.tmp, prefix="obj-")
         except OSError as exc:
+            self._done = True
             raise StoreWriteError(str(store.tmp), exc) from None
         self._path = Path(name)
-        self._file: BinaryIO = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._hash = hashlib.sha256()
-        self.size = 0
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)
+        spooled, self._spool = self._spool, None
+        if spooled:
+            self._write_file(spooled)
+        return self._file
 
-    def write(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
+    def _write_file(self, data: bytes | bytearray | memoryview) -> None:
         try:
-            self._file.write(data)
+            self._spill().write(data)
         except OSError as exc:
             self.abort()
             raise StoreWriteError(str(self._store.root), exc) from None
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        if self._spool is not None and len(self._spool) + len(data) <= SPOOL:
+            self._spool += data
+        else:
+            self._write_file(data)
         self.size += len(data)
 
     def digest(self) -> str:
@@ -73,16 +104,19 @@ class ObjectWriter:
         return self._hash.copy().hexdigest()
 
     def commit(self) -> StoredObject:
+        oid = self._hash.hexdigest()
+        if self._store.has(oid):
+            self.abort()
+            return StoredObject(oid, self.size)
+        f = self._spill()
         try:
-            self._file.close()
+            f.close()
         except OSError as exc:
             self.abort()
             raise StoreWriteError(str(self._store.root), exc) from None
-        oid = self._hash.hexdigest()
         self._done = True
-        if self._store.has(oid):
-            self._path.unlink()
-        elif self._store.staged is not None:
+        assert self._path is not None
+        if self._store.staged is not None:
             self._store.staged[oid] = self._path
         else:
             self._store.publish(oid, self._path)
@@ -91,10 +125,13 @@ class ObjectWriter:
     def abort(self) -> None:
         if not self._done:
             self._done = True
-            with contextlib.suppress(OSError):
-                self._file.close()
-            with contextlib.suppress(FileNotFoundError):
-                self._path.unlink()
+            self._spool = None
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    self._file.close()
+            if self._path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._path.unlink()
 
 
 class Mapped:

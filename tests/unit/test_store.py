@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from git_theta import store as store_mod
 from git_theta.errors import ObjectCorruptError, ObjectMissingError
 from git_theta.store import Store, StoredObject, check_oid
 
@@ -57,6 +58,41 @@ def test_writer_streams_and_hashes(store: Store) -> None:
     assert obj.oid == hashlib.sha256(expected).hexdigest()
     assert obj.size == len(expected)
     assert store.read(obj.oid) == expected
+
+
+def test_writer_makes_a_file_only_past_the_spool_or_at_commit(store: Store) -> None:
+    """A candidate encoding that loses (aborted) never touched the disk when small; a large
+    one spills to a temporary file, which abort removes; both commit the same bytes."""
+    tmp = store.root / "tmp"
+    with store.writer() as small:
+        small.write(b"x" * 1000)
+        assert not tmp.exists() or not any(tmp.iterdir())
+        small.abort()
+    big = os.urandom(store_mod.SPOOL // 2)
+    with store.writer() as w:
+        w.write(big)
+        w.write(big)
+        assert not any(tmp.glob("obj-*"))  # exactly SPOOL bytes still fit in memory
+        w.write(b"!")
+        assert len(list(tmp.glob("obj-*"))) == 1
+        w.abort()
+    assert not any(tmp.glob("obj-*"))
+    for data in (b"x" * 1000, big + big + b"!"):
+        with store.writer() as w:
+            w.write(data[:500])
+            w.write(data[500:])
+            obj = w.commit()
+        assert store.read(obj.oid) == data
+        assert obj == StoredObject(hashlib.sha256(data).hexdigest(), len(data))
+    assert not any(tmp.glob("obj-*"))
+
+
+def test_spooled_objects_are_staged_in_a_transaction(store: Store) -> None:
+    with store.transaction() as txn:
+        obj = txn.put(b"staged")
+        assert txn.read(obj.oid) == b"staged"  # readable from the staging file
+        assert not store.has(obj.oid)
+    assert store.read(obj.oid) == b"staged"
 
 
 def test_a_failed_write_leaves_no_partial_file(store: Store) -> None:
