@@ -9,7 +9,6 @@ JSON. Encoding is deterministic: the same value against the same base gives the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -68,12 +67,12 @@ class Candidate:
         rec = dict(self.record)
         new_objects = new_bytes = 0
         for key, obj in sorted(self.objects.items()):
-            if isinstance(obj, ObjectWriter):
+            with store.writer() as spare:
+                if not isinstance(obj, ObjectWriter):
+                    spare.write(obj)  # held in memory up to store.SPOOL: no file unless kept
+                    obj = spare
                 existed = store.has(obj.digest())
-                stored = obj.commit()
-            else:
-                existed = store.has(hashlib.sha256(obj).hexdigest())
-                stored = store.put(obj)  # write-once: an existing object is not written again
+                stored = obj.commit()  # write-once: an existing object is not written again
             if not existed:
                 new_objects += 1
                 new_bytes += stored.size
