@@ -13,7 +13,7 @@ from functools import cache
 
 import blake3
 
-from git_theta import codec, dtypes, manifest, plugins
+from git_theta import codec, dtypes, manifest, parallel, plugins
 from git_theta.checkpoints.base import CheckpointFormat, Sink, SkeletonPart, TensorSpec
 from git_theta.errors import (
     CheckpointError,
@@ -29,7 +29,10 @@ from git_theta.updates.base import Record, UpdateType, ValueSpec
 from git_theta.updates.dense import DenseUpdate, store_value
 
 SNIFF_BYTES = 4096
-AHEAD = 2  # values whose objects are verified ahead of the one being written
+# smudge works ahead of the value being written (see StorePayloads)
+SMALL_VALUE = 4 << 20  # values up to this size are rebuilt whole on the pool
+AHEAD_BYTES = 32 << 20  # at most this much of them in hand
+AHEAD_VALUES = 64  # looking at most this many values ahead
 MAX_MANIFEST = 1 << 30
 
 # progress(path, done_bytes, total_bytes or None)
@@ -222,7 +225,14 @@ def load_blob(
 
 
 class StorePayloads:
-    """Tensor bytes for `join`, rebuilt from their records and checked against their hash."""
+    """Tensor bytes for `join`, rebuilt from their records and checked against their hash.
+
+    Rebuilding a small value is mostly fixed costs (mapping its objects, a frame or two, a
+    hasher), so small values are rebuilt whole on the thread pool ahead of the one being
+    written (up to AHEAD_BYTES of them): a checkpoint of many small tensors uses every core
+    instead of waiting on each in turn. Large values stream chunk by chunk as they are
+    written (their chunks use the pool), their objects verified ahead.
+    """
 
     def __init__(
         self, store: Store, m: Manifest, path: str | None, progress: Progress = _no_progress
@@ -235,6 +245,9 @@ class StorePayloads:
         self.total = sum(e.nbytes for e in m.entries)
         self.order: list[str] = []
         self.position: dict[str, int] = {}
+        self._ahead: dict[str, Future[tuple[bytearray, str]]] = {}
+        self._ahead_bytes = 0
+        self._scanned = 0  # order[:_scanned] has been considered for working ahead
 
     def _entry(self, name: str) -> Entry:
         try:
@@ -247,16 +260,49 @@ class StorePayloads:
     def prefetch(self, names: Sequence[str]) -> None:
         self.order = list(names)
         self.position = {n: i for i, n in enumerate(self.order)}
+        self._scanned = 0
 
-    def _verify_next(self, name: str) -> None:
-        """Have the pool verify the objects of the values after `name` while it decodes."""
+    def _work_ahead(self, name: str) -> None:
+        """Queue `name` and the values after it: small ones rebuilt whole, large ones'
+        objects verified, until AHEAD_BYTES of small values are in hand or AHEAD_VALUES are
+        seen. (`name` itself is queued too, when small, so that it is not behind the rest.)"""
         i = self.position.get(name)
         if i is None:
             return
-        for nxt in self.order[i + 1 : i + 1 + AHEAD]:
-            e = self.entries.get(nxt)
-            if e is not None:
-                self.store.verify_ahead(sorted(_oids(e.record)))
+        self._scanned = max(self._scanned, i)
+        while self._scanned < min(len(self.order), i + AHEAD_VALUES):
+            e = self.entries.get(self.order[self._scanned])
+            if e is not None and e.name not in self._ahead:
+                if e.nbytes > SMALL_VALUE:
+                    self.store.verify_ahead(sorted(_oids(e.record)))
+                elif self._ahead_bytes + e.nbytes > AHEAD_BYTES:
+                    return
+                else:
+                    self._ahead[e.name] = parallel.pool().submit(self._rebuild_whole, e)
+                    self._ahead_bytes += e.nbytes
+            self._scanned += 1
+
+    def _rebuild_whole(self, e: Entry) -> tuple[bytearray, str]:
+        h = blake3.blake3()
+        data = bytearray()
+        for chunk in self.chunks(e):
+            h.update(chunk)
+            data += chunk
+        return data, "blake3:" + h.hexdigest()
+
+    def _take_ahead(self, name: str) -> tuple[bytearray, str] | None:
+        fut = self._ahead.pop(name, None)
+        if fut is None:
+            return None
+        self._ahead_bytes -= self.entries[name].nbytes
+        return fut.result()
+
+    def cancel(self) -> None:
+        """Drop the work queued ahead (join failed, or is done)."""
+        for fut in self._ahead.values():
+            fut.cancel()
+        self._ahead.clear()
+        self._ahead_bytes = 0
 
     def spec(self, e: Entry) -> ValueSpec:
         return ValueSpec(e.name, e.dtype, e.shape, self.path)
@@ -266,7 +312,13 @@ class StorePayloads:
 
     def write(self, name: str, out: Sink) -> None:
         e = self._entry(name)
-        self._verify_next(name)
+        self._work_ahead(name)
+        ready = self._take_ahead(name)
+        if ready is not None:
+            data, digest = ready
+            out.write(memoryview(data))
+            self._check(e, len(data), digest)
+            return
         h = blake3.blake3(max_threads=blake3.blake3.AUTO if e.nbytes > (4 << 20) else 1)
         n = 0
         for chunk in self.chunks(e):
@@ -277,8 +329,14 @@ class StorePayloads:
 
     def read(self, name: str) -> bytes:
         e = self._entry(name)
-        data = b"".join(bytes(c) for c in self.chunks(e))
-        self._check(e, len(data), raw_hash(data))
+        self._work_ahead(name)
+        ready = self._take_ahead(name)
+        if ready is not None:
+            data, digest = bytes(ready[0]), ready[1]
+        else:
+            data = b"".join(bytes(c) for c in self.chunks(e))
+            digest = raw_hash(data)
+        self._check(e, len(data), digest)
         return data
 
     def _check(self, e: Entry, n: int, h: str) -> None:
@@ -388,11 +446,14 @@ def smudge(
     specs: Mapping[str, TensorSpec] = {
         e.name: TensorSpec(e.name, e.dtype, e.shape) for e in m.entries
     }
+    payloads = StorePayloads(store, m, path, progress)
     try:
-        fmt.join(skeleton, specs, StorePayloads(store, m, path, progress), out)
+        fmt.join(skeleton, specs, payloads, out)
     except (ValueError, KeyError) as exc:
         if isinstance(exc, GitThetaError):
             raise
         raise ObjectCorruptError(
             m.skeleton_oid, f"skeleton unusable: {exc}", param="skeleton", path=path
         ) from None
+    finally:
+        payloads.cancel()

@@ -110,8 +110,29 @@ def is_manifest(head: bytes) -> bool:
     return head.startswith(MAGIC)
 
 
+# the last few manifests parsed: a checkout's filter reads each one three times (its size
+# for a direct checkout, which objects a fetch needs, the smudge itself)
+_PARSED: dict[bytes, Manifest] = {}
+_PARSED_KEEP = 4
+
+
 def parse(data: bytes, path: str | None = None) -> Manifest:
-    """Parse and validate a manifest; anything off raises ManifestError naming the line."""
+    """Parse and validate a manifest; anything off raises ManifestError naming the line.
+
+    Manifests are immutable, so the same text parses to the same (shared) Manifest.
+    """
+    key = data if type(data) is bytes else None
+    m = _PARSED.get(key) if key is not None else None
+    if m is None:
+        m = _parse(data, path)
+        if key is not None:
+            if len(_PARSED) >= _PARSED_KEEP:
+                _PARSED.pop(next(iter(_PARSED)), None)
+            _PARSED[key] = m
+    return m
+
+
+def _parse(data: bytes, path: str | None) -> Manifest:
     if not is_manifest(data):
         raise ManifestError(path, "does not start with 'git-theta-manifest'", line=1)
     try:

@@ -173,6 +173,7 @@ class Store:
         self.staged: dict[str, Path] | None = None
         self._ahead: dict[str, Future[Mapped]] = {}
         self._staged_map: list[tuple[str, str, StoredObject]] = []
+        self._objects_dir = str(self.objects)
 
     def path(self, oid: str) -> Path:
         check_oid(oid)
@@ -186,7 +187,10 @@ class Store:
     def has(self, oid: str) -> bool:
         if self.staged is not None and oid in self.staged:
             return True
-        return self.path(oid).is_file()
+        check_oid(oid)
+        # os.path on a str, not pathlib: a checkout asks this of every object two or three
+        # times, and pathlib's joins cost more than the stat
+        return os.path.isfile(os.path.join(self._objects_dir, oid[:2], oid[2:4], oid))
 
     def publish(self, oid: str, tmp: Path) -> None:
         final = self.path(oid)
@@ -292,6 +296,8 @@ class Store:
         """As open_verified, but the mapping itself: `.view`, and `.release(end)` for a
         reader that streams through the object (see updates.dense.read_value)."""
         ahead = self._ahead.pop(oid, None)
+        if ahead is not None and ahead.cancel():
+            ahead = None  # not started yet: verified here rather than waited for in the queue
         try:
             mapped = ahead.result() if ahead is not None else self._map_verified(oid)
         except ObjectMissingError:

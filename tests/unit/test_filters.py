@@ -268,3 +268,55 @@ def test_manifest_entry_missing_from_the_skeleton_is_an_error(store: Store) -> N
     )
     with pytest.raises(GitThetaError, match="extra"):
         filters.smudge(text, "m.safetensors", store, io.BytesIO())
+
+
+def many_small_and_one_large(seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {f"small.{i:02d}": rng.standard_normal(64 + 5 * i).astype(np.float32) for i in range(40)}
+    out["small.20"] = out["small.03"].copy()  # one object serving two values
+    out["large"] = rng.standard_normal(4096).astype(np.float32)
+    return out
+
+
+def test_small_values_are_rebuilt_ahead_within_the_byte_budget(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filters, "SMALL_VALUE", 2048)
+    monkeypatch.setattr(filters, "AHEAD_BYTES", 6000)
+    monkeypatch.setattr(filters, "AHEAD_VALUES", 12)
+    data = save(many_small_and_one_large())
+    text = clean(store, data)
+    held: list[int] = []
+    ahead: list[bool] = []
+    take = filters.StorePayloads._take_ahead
+
+    def watch(self: filters.StorePayloads, name: str) -> tuple[bytearray, str] | None:
+        held.append(self._ahead_bytes)
+        got = take(self, name)
+        ahead.append(got is not None)
+        return got
+
+    monkeypatch.setattr(filters.StorePayloads, "_take_ahead", watch)
+    assert smudge(store, text) == data
+    assert max(held) <= 6000
+    assert ahead.count(True) == 40  # every small value came from the pool
+    assert ahead.count(False) == 1  # the large one streamed
+
+
+def test_a_damaged_value_rebuilt_ahead_is_reported_as_itself(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = save(many_small_and_one_large())
+    text = clean(store, data)
+    m = manifest.parse(text)
+    victim = m.by_name()["small.30"].record["oid"]
+    p = store.path(victim)
+    p.chmod(0o644)
+    raw = bytearray(p.read_bytes())
+    raw[-3] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    out = io.BytesIO()
+    with pytest.raises(ObjectCorruptError) as info:
+        filters.smudge(text, "m.safetensors", store, out)
+    assert "parameter small.30" in str(info.value)
+    assert victim[:12] in str(info.value)
