@@ -6,6 +6,7 @@ process (filter_process.py) and the single-shot commands (cli.py) only feed them
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -313,30 +314,34 @@ class StorePayloads:
     def write(self, name: str, out: Sink) -> None:
         e = self._entry(name)
         self._work_ahead(name)
-        ready = self._take_ahead(name)
-        if ready is not None:
-            data, digest = ready
-            out.write(memoryview(data))
-            self._check(e, len(data), digest)
-            return
-        h = blake3.blake3(max_threads=blake3.blake3.AUTO if e.nbytes > (4 << 20) else 1)
-        n = 0
-        for chunk in self.chunks(e):
-            h.update(chunk)
-            n += len(chunk)
-            out.write(chunk)
-        self._check(e, n, "blake3:" + h.hexdigest())
+        with self._blaming(e):
+            ready = self._take_ahead(name)
+            if ready is not None:
+                data, digest = ready
+                self._check(e, len(data), digest)  # checked before a byte of it is written
+                out.write(memoryview(data))
+            else:
+                h = blake3.blake3(max_threads=blake3.blake3.AUTO if e.nbytes > (4 << 20) else 1)
+                n = 0
+                for chunk in self.chunks(e):
+                    h.update(chunk)
+                    n += len(chunk)
+                    out.write(chunk)
+                self._check(e, n, "blake3:" + h.hexdigest())
+        self._done(e)
 
     def read(self, name: str) -> bytes:
         e = self._entry(name)
         self._work_ahead(name)
-        ready = self._take_ahead(name)
-        if ready is not None:
-            data, digest = bytes(ready[0]), ready[1]
-        else:
-            data = b"".join(bytes(c) for c in self.chunks(e))
-            digest = raw_hash(data)
-        self._check(e, len(data), digest)
+        with self._blaming(e):
+            ready = self._take_ahead(name)
+            if ready is not None:
+                data, digest = bytes(ready[0]), ready[1]
+            else:
+                data = b"".join(bytes(c) for c in self.chunks(e))
+                digest = raw_hash(data)
+            self._check(e, len(data), digest)
+        self._done(e)
         return data
 
     def _check(self, e: Entry, n: int, h: str) -> None:
@@ -348,7 +353,21 @@ class StorePayloads:
                 param=e.name,
                 path=self.path,
             )
-        self.done += n
+
+    @contextlib.contextmanager
+    def _blaming(self, e: Entry) -> Iterator[None]:
+        """A value that cannot be rebuilt, or not to its hash, has its objects hashed: the
+        one whose bytes are damaged is named (objects are read unhashed inside
+        Store.reads_checked_by_value); with all of them intact, the error stands."""
+        try:
+            yield
+        except ObjectCorruptError:
+            for oid in sorted(_oids(e.record)):
+                self.store.check(oid, param=e.name, path=self.path)
+            raise
+
+    def _done(self, e: Entry) -> None:
+        self.done += e.nbytes
         self.progress(self.path or "checkpoint", self.done, self.total)
 
 
@@ -448,7 +467,8 @@ def smudge(
     }
     payloads = StorePayloads(store, m, path, progress)
     try:
-        fmt.join(skeleton, specs, payloads, out)
+        with store.reads_checked_by_value():  # every value's hash is checked
+            fmt.join(skeleton, specs, payloads, out)
     except (ValueError, KeyError) as exc:
         if isinstance(exc, GitThetaError):
             raise

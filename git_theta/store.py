@@ -174,6 +174,7 @@ class Store:
         self._ahead: dict[str, Future[Mapped]] = {}
         self._staged_map: list[tuple[str, str, StoredObject]] = []
         self._objects_dir = str(self.objects)
+        self._hash_reads = True  # see reads_checked_by_value
 
     def path(self, oid: str) -> Path:
         check_oid(oid)
@@ -254,20 +255,47 @@ class Store:
         self.publish(oid, src)  # write-once and read-only, like every other object
         return StoredObject(oid, size)
 
-    def _map_verified(self, oid: str) -> Mapped:
-        """Map object `oid` and check its sha256; raises ObjectMissing/CorruptError."""
+    def _map_verified(self, oid: str, *, always_hash: bool = False) -> Mapped:
+        """Map object `oid` and check its sha256 (inside reads_checked_by_value, only when
+        `always_hash`); raises ObjectMissing/CorruptError."""
         p = self._location(oid)
         try:
             f = open(p, "rb")  # noqa: SIM115 - closed by Mapped.close
         except FileNotFoundError:
             raise ObjectMissingError(oid) from None
         mapped = Mapped(f)
+        if not (always_hash or self._hash_reads):
+            return mapped
         actual = hashlib.sha256(mapped.view).hexdigest()
         if actual != oid:
             mapped.close()
             raise ObjectCorruptError(oid, f"content hashes to {actual[:12]}")
         mapped.release(len(mapped.view))  # hashing paged it all in; readers page it back
         return mapped
+
+    @contextlib.contextmanager
+    def reads_checked_by_value(self) -> Iterator[None]:
+        """Inside the block, objects are read without hashing them.
+
+        For a caller that checks every value it rebuilds against the value's content hash in
+        the manifest, which covers every byte of every object the value came from, and calls
+        `check` on those objects when a value fails, to name the damaged one (a checkout:
+        filters.StorePayloads). That saves a second pass over the stored bytes.
+        """
+        before, self._hash_reads = self._hash_reads, False
+        try:
+            yield
+        finally:
+            self._hash_reads = before
+
+    def check(self, oid: str, *, param: str | None = None, path: str | None = None) -> None:
+        """Raise ObjectMissingError / ObjectCorruptError unless `oid` is stored intact."""
+        try:
+            self._map_verified(oid, always_hash=True).close()
+        except ObjectMissingError:
+            raise ObjectMissingError(oid, param=param, path=path) from None
+        except ObjectCorruptError as exc:
+            raise ObjectCorruptError(oid, exc.reason, param=param, path=path) from None
 
     def verify_ahead(self, oids: Iterable[str]) -> None:
         """Start mapping and hashing objects that will be read soon, on the thread pool.
@@ -277,6 +305,8 @@ class Store:
         """
         from git_theta import parallel
 
+        if not self._hash_reads:
+            return  # nothing to do ahead: mapping is all a read does
         for oid in oids:
             if oid not in self._ahead and self.has(oid):
                 self._ahead[oid] = parallel.pool().submit(self._map_verified, oid)

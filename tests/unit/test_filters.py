@@ -320,3 +320,46 @@ def test_a_damaged_value_rebuilt_ahead_is_reported_as_itself(
         filters.smudge(text, "m.safetensors", store, out)
     assert "parameter small.30" in str(info.value)
     assert victim[:12] in str(info.value)
+    assert "content hashes to" in str(info.value)  # named by its sha256, checked on failure
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.95])
+def test_a_damaged_object_of_a_streamed_value_is_named_by_its_hash(
+    store: Store, where: float
+) -> None:
+    rng = np.random.default_rng(5)
+    data = save({"big": rng.standard_normal(1 << 21).astype(np.float32)})  # 8 MiB: streamed
+    text = clean(store, data)
+    victim = manifest.parse(text).by_name()["big"].record["oid"]
+    p = store.path(victim)
+    p.chmod(0o644)
+    raw = bytearray(p.read_bytes())
+    raw[int(len(raw) * where)] ^= 0x01
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ObjectCorruptError) as info:
+        smudge(store, text)
+    assert f"{victim[:12]}" in str(info.value) and "content hashes to" in str(info.value)
+    assert "parameter big" in str(info.value)
+
+
+def test_checkout_hashes_the_values_not_the_objects_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values are checked against their manifest hash; the objects they come from are not
+    also hashed (only the skeleton, which is no value), unless a value fails."""
+    import hashlib
+
+    from git_theta import store as store_module
+
+    data = save(many_small_and_one_large())
+    text = clean(store, data)
+    hashed: list[int] = []
+    sha256 = hashlib.sha256
+
+    def counting(data: bytes | memoryview = b"") -> hashlib._Hash:
+        hashed.append(len(data))
+        return sha256(data)
+
+    monkeypatch.setattr(store_module.hashlib, "sha256", counting)
+    assert smudge(store, text) == data
+    assert len(hashed) == 1
