@@ -44,9 +44,13 @@ def _no_progress(path: str, done: int, total: int | None) -> None:
     pass
 
 
+def value_hasher(nbytes: int) -> blake3.blake3:
+    """A blake3 hasher for a value of `nbytes` (multi-threaded above 4 MiB)."""
+    return blake3.blake3(max_threads=blake3.blake3.AUTO if nbytes > (4 << 20) else 1)
+
+
 def raw_hash(data: memoryview | bytes) -> str:
-    n = len(data)
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO if n > (4 << 20) else 1)
+    h = value_hasher(len(data))
     h.update(data)
     return "blake3:" + h.hexdigest()
 
@@ -284,7 +288,7 @@ class StorePayloads:
             self._scanned += 1
 
     def _rebuild_whole(self, e: Entry) -> tuple[bytearray, str]:
-        h = blake3.blake3()
+        h = value_hasher(e.nbytes)
         data = bytearray()
         for chunk in self.chunks(e):
             h.update(chunk)
@@ -321,7 +325,7 @@ class StorePayloads:
                 self._check(e, len(data), digest)  # checked before a byte of it is written
                 out.write(memoryview(data))
             else:
-                h = blake3.blake3(max_threads=blake3.blake3.AUTO if e.nbytes > (4 << 20) else 1)
+                h = value_hasher(e.nbytes)
                 n = 0
                 for chunk in self.chunks(e):
                     h.update(chunk)
@@ -334,15 +338,10 @@ class StorePayloads:
         e = self._entry(name)
         self._work_ahead(name)
         with self._blaming(e):
-            ready = self._take_ahead(name)
-            if ready is not None:
-                data, digest = bytes(ready[0]), ready[1]
-            else:
-                data = b"".join(bytes(c) for c in self.chunks(e))
-                digest = raw_hash(data)
+            data, digest = self._take_ahead(name) or self._rebuild_whole(e)
             self._check(e, len(data), digest)
         self._done(e)
-        return data
+        return bytes(data)
 
     def _check(self, e: Entry, n: int, h: str) -> None:
         if n != e.nbytes or h != e.hash:

@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-import blake3
 import numpy as np
 
 from git_theta import arrays, codec, dtypes, parallel
 from git_theta.errors import MergeError, ObjectCorruptError
-from git_theta.filters import rebuild
+from git_theta.filters import rebuild, value_hasher
 from git_theta.manifest import Entry
 from git_theta.store import Store
 from git_theta.updates.base import Record, ValueSpec, record_oids
@@ -28,11 +27,6 @@ from git_theta.updates.dense import DenseUpdate
 # elements per block: 2 MiB per float64 array, so the ~10 arrays a strategy and the casts
 # hold at once stay near 20 MiB (measured: 40 MB less peak than 1M-element blocks)
 BLOCK = 1 << 18
-
-
-def _hasher(n: int) -> blake3.blake3:
-    # as filters.raw_hash: threads only pay off on large values; the digest is the same
-    return blake3.blake3(max_threads=blake3.blake3.AUTO if n > (4 << 20) else 1)
 
 
 def rechunk(chunks: Iterable[bytes | bytearray | memoryview], size: int) -> Iterator[memoryview]:
@@ -98,7 +92,7 @@ def blocks(store: Store, s: Stream, path: str | None, block: int) -> Iterator[np
     """
     itemsize = dtypes.get(s.dtype).itemsize
     want = dtypes.nbytes(s.dtype, s.shape)
-    h = _hasher(want) if s.expect_hash is not None else None
+    h = value_hasher(want) if s.expect_hash is not None else None
     seen = 0
     spec = ValueSpec(s.name, s.dtype, s.shape, path)
     for raw in rechunk(rebuild(store, s.record, spec), block * itemsize):
@@ -136,7 +130,7 @@ class DenseSink:
         self.txn = txn
         self.group = dtypes.get(dtype).itemsize
         self.total = dtypes.nbytes(dtype, shape)
-        self.hash = _hasher(self.total)
+        self.hash = value_hasher(self.total)
         self.seen = 0
 
     def _chunks(self, pieces: Iterable[bytes]) -> Iterator[memoryview]:

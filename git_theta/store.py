@@ -163,6 +163,17 @@ class Mapped:
         self.file.close()
 
 
+@contextlib.contextmanager
+def _naming(oid: str, param: str | None, path: str | None) -> Iterator[None]:
+    """Missing / corrupt object errors raised inside, again with the parameter and file."""
+    try:
+        yield
+    except ObjectMissingError:
+        raise ObjectMissingError(oid, param=param, path=path) from None
+    except ObjectCorruptError as exc:
+        raise ObjectCorruptError(oid, exc.reason, param=param, path=path) from None
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -290,12 +301,8 @@ class Store:
 
     def check(self, oid: str, *, param: str | None = None, path: str | None = None) -> None:
         """Raise ObjectMissingError / ObjectCorruptError unless `oid` is stored intact."""
-        try:
+        with _naming(oid, param, path):
             self._map_verified(oid, always_hash=True).close()
-        except ObjectMissingError:
-            raise ObjectMissingError(oid, param=param, path=path) from None
-        except ObjectCorruptError as exc:
-            raise ObjectCorruptError(oid, exc.reason, param=param, path=path) from None
 
     def verify_ahead(self, oids: Iterable[str]) -> None:
         """Start mapping and hashing objects that will be read soon, on the thread pool.
@@ -328,12 +335,8 @@ class Store:
         ahead = self._ahead.pop(oid, None)
         if ahead is not None and ahead.cancel():
             ahead = None  # not started yet: verified here rather than waited for in the queue
-        try:
+        with _naming(oid, param, path):
             mapped = ahead.result() if ahead is not None else self._map_verified(oid)
-        except ObjectMissingError:
-            raise ObjectMissingError(oid, param=param, path=path) from None
-        except ObjectCorruptError as exc:
-            raise ObjectCorruptError(oid, exc.reason, param=param, path=path) from None
         try:
             yield mapped
         finally:

@@ -134,7 +134,7 @@ def _base_chunks(txn: Store, old: Entry, step: int) -> Iterator[memoryview]:
     of its length and hash: raises _BaseUnusable if it is not the manifest's value."""
     from git_theta import filters
 
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO if old.nbytes > (4 << 20) else 1)
+    h = filters.value_hasher(old.nbytes)
     spec = ValueSpec(old.name, old.dtype, old.shape)
 
     def hashed() -> Iterator[bytes | memoryview]:
