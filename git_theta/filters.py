@@ -236,7 +236,7 @@ class StorePayloads:
     hasher), so small values are rebuilt whole on the thread pool ahead of the one being
     written (up to AHEAD_BYTES of them): a checkpoint of many small tensors uses every core
     instead of waiting on each in turn. Large values stream chunk by chunk as they are
-    written (their chunks use the pool), their objects verified ahead.
+    written (their chunks use the pool).
     """
 
     def __init__(
@@ -268,23 +268,20 @@ class StorePayloads:
         self._scanned = 0
 
     def _work_ahead(self, name: str) -> None:
-        """Queue `name` and the values after it: small ones rebuilt whole, large ones'
-        objects verified, until AHEAD_BYTES of small values are in hand or AHEAD_VALUES are
-        seen. (`name` itself is queued too, when small, so that it is not behind the rest.)"""
+        """Queue `name` and the small values after it to be rebuilt whole, until
+        AHEAD_BYTES of them are in hand or AHEAD_VALUES are seen. (`name` itself is queued
+        too, when small, so that it is not behind the rest.)"""
         i = self.position.get(name)
         if i is None:
             return
         self._scanned = max(self._scanned, i)
         while self._scanned < min(len(self.order), i + AHEAD_VALUES):
             e = self.entries.get(self.order[self._scanned])
-            if e is not None and e.name not in self._ahead:
-                if e.nbytes > SMALL_VALUE:
-                    self.store.verify_ahead(sorted(_oids(e.record)))
-                elif self._ahead_bytes + e.nbytes > AHEAD_BYTES:
+            if e is not None and e.nbytes <= SMALL_VALUE and e.name not in self._ahead:
+                if self._ahead_bytes + e.nbytes > AHEAD_BYTES:
                     return
-                else:
-                    self._ahead[e.name] = parallel.pool().submit(self._rebuild_whole, e)
-                    self._ahead_bytes += e.nbytes
+                self._ahead[e.name] = parallel.pool().submit(self._rebuild_whole, e)
+                self._ahead_bytes += e.nbytes
             self._scanned += 1
 
     def _rebuild_whole(self, e: Entry) -> tuple[bytearray, str]:

@@ -35,9 +35,9 @@ class EntryPoint:
     value: str
 
     def load(self) -> Any:
-        module, _, attr = self.value.partition(":")
+        module, _, attr = self.value.split("[")[0].partition(":")
         obj: Any = importlib.import_module(module.strip())
-        for part in attr.split("[")[0].strip().split(".") if attr else ():
+        for part in attr.strip().split(".") if attr.strip() else ():
             obj = getattr(obj, part)
         return obj
 

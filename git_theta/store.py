@@ -19,8 +19,7 @@ import mmap
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -182,7 +181,6 @@ class Store:
         self.tmp = self.root / "tmp"
         # inside transaction(): objects written but not yet published, and rawmap lines
         self.staged: dict[str, Path] | None = None
-        self._ahead: dict[str, Future[Mapped]] = {}
         self._staged_map: list[tuple[str, str, StoredObject]] = []
         self._objects_dir = str(self.objects)
         self._hash_reads = True  # see reads_checked_by_value
@@ -304,20 +302,6 @@ class Store:
         with _naming(oid, param, path):
             self._map_verified(oid, always_hash=True).close()
 
-    def verify_ahead(self, oids: Iterable[str]) -> None:
-        """Start mapping and hashing objects that will be read soon, on the thread pool.
-
-        A checkout then decodes one value while the next ones are verified. Only objects
-        present are queued; `open_verified` picks the result up (or verifies inline).
-        """
-        from git_theta import parallel
-
-        if not self._hash_reads:
-            return  # nothing to do ahead: mapping is all a read does
-        for oid in oids:
-            if oid not in self._ahead and self.has(oid):
-                self._ahead[oid] = parallel.pool().submit(self._map_verified, oid)
-
     @contextlib.contextmanager
     def open_verified(
         self, oid: str, *, param: str | None = None, path: str | None = None
@@ -332,11 +316,8 @@ class Store:
     ) -> Iterator[Mapped]:
         """As open_verified, but the mapping itself: `.view`, and `.release(end)` for a
         reader that streams through the object (see updates.dense.read_value)."""
-        ahead = self._ahead.pop(oid, None)
-        if ahead is not None and ahead.cancel():
-            ahead = None  # not started yet: verified here rather than waited for in the queue
         with _naming(oid, param, path):
-            mapped = ahead.result() if ahead is not None else self._map_verified(oid)
+            mapped = self._map_verified(oid)
         try:
             yield mapped
         finally:
