@@ -52,11 +52,16 @@ def main() -> None:
 @click.option(
     "--global", "scope", flag_value="global", default=True, help="Configure this user (default)."
 )
-def install(scope: str) -> None:
+@click.option(
+    "--cold",
+    is_flag=True,
+    help="Start every filter as a fresh process, never through the warm server.",
+)
+def install(scope: str, cold: bool) -> None:
     """Register git-theta's filters and drivers in git's config."""
     cmd = theta_command()
     settings = {
-        "filter.theta.process": f"{cmd} filter-process",
+        "filter.theta.process": f"{cmd} filter-process" + (" --cold" if cold else ""),
         "filter.theta.clean": f"{cmd} clean %f",
         "filter.theta.smudge": f"{cmd} smudge %f",
         "filter.theta.required": "true",
@@ -168,11 +173,44 @@ def smudge(path: str | None) -> None:
 
 
 @main.command("filter-process", hidden=True)
-def filter_process() -> None:
+@click.option("--cold", is_flag=True, help="Serve in this process, never a warm worker.")
+def filter_process(cold: bool) -> None:
     """git's long-running filter process (filter.theta.process)."""
-    from git_theta import filter_command
+    from git_theta import filter_command, warm_client
 
-    sys.exit(filter_command.run())
+    code = None if cold else warm_client.try_warm(["filter-process"])
+    sys.exit(filter_command.serve() if code is None else code)
+
+
+@main.group("warm")
+def warm() -> None:
+    """The warm server that git's filter hands its work to (see docs/cli.md)."""
+
+
+@warm.command("status")
+def warm_status() -> None:
+    """List this user's warm servers: pid, filters served, age."""
+    import time
+
+    from git_theta import warm_server
+
+    servers = warm_server.status()
+    if not servers:
+        click.echo("no warm server is running")
+    for s in servers:
+        age = time.time() - float(s["started"])
+        click.echo(
+            f"pid {s['pid']}: {s['served']} filter(s) served, up {age:.0f} s, "
+            f"exits after {s['idle_seconds']:.0f} s idle ({s['socket']})"
+        )
+
+
+@warm.command("stop")
+def warm_stop() -> None:
+    """Stop this user's warm servers (filters then start cold until one starts again)."""
+    from git_theta import warm_server
+
+    click.echo(f"stopped {warm_server.stop_all()} warm server(s)")
 
 
 @main.command("checkout")

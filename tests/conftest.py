@@ -37,10 +37,41 @@ def minilm() -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def warm_servers() -> Iterator[str]:
+    """The directory the suite's warm filter servers listen in (XDG_RUNTIME_DIR): short, as
+    a socket path must be, and not the developer's; every server in it is stopped at the end."""
+    import tempfile
+
+    runtime = tempfile.mkdtemp(prefix="gt-run-")
+    yield runtime
+    stop_warm_servers(runtime)
+    import shutil
+
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def stop_warm_servers(runtime: str) -> None:
+    from git_theta import warm_server
+
+    saved = os.environ.get("XDG_RUNTIME_DIR")
+    os.environ["XDG_RUNTIME_DIR"] = runtime
+    try:
+        warm_server.stop_all()
+    finally:
+        if saved is None:
+            del os.environ["XDG_RUNTIME_DIR"]
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = saved
+
+
 @pytest.fixture(autouse=True)
-def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_git(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, warm_servers: str
+) -> Path:
     """Every test gets its own HOME, so the user's git config never leaks in or out."""
     home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", warm_servers)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from git_theta import git
@@ -87,4 +88,8 @@ def uninstall(cwd: Path | None = None) -> bool:
 
 
 def hook_command(python: str) -> str:
-    return f"{shlex.quote(python)} -m git_theta"
+    """How git starts git-theta. `-P` (Python 3.11+): git runs filters and drivers in the
+    repository's top directory, and plain `-m` would put that directory first on sys.path,
+    so a cloned repository's own `numpy.py` or `git_theta/` would run in our place."""
+    safe = " -P" if sys.version_info >= (3, 11) else ""
+    return f"{shlex.quote(python)}{safe} -m git_theta"

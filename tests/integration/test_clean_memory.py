@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,15 @@ sys.exit(r.returncode)
 
 
 def _commit_peak(repo: Path) -> int:
-    """Peak resident memory of any process under a fresh `git commit -a` (VmHWM)."""
-    res = subprocess.run([sys.executable, "-c", PEAK], cwd=repo, capture_output=True, text=True)
+    """Peak resident memory of any process under a fresh `git commit -a` (VmHWM). The filter
+    runs in-process (GIT_THETA_WARM=0): a warm worker is not a child, so is not counted."""
+    res = subprocess.run(
+        [sys.executable, "-c", PEAK],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_THETA_WARM": "0"},
+    )
     assert res.returncode == 0, res.stderr
     return int(res.stdout.strip())
 

@@ -158,7 +158,8 @@ sys.exit(r.returncode)
 
 def _checkout_peak(repo: Path, mode: str) -> int:
     (repo / "model.safetensors").unlink()
-    env = {**os.environ, "GIT_THETA_DIRECT_CHECKOUT": mode}
+    # in-process (GIT_THETA_WARM=0): a warm worker is not a child, getrusage misses it
+    env = {**os.environ, "GIT_THETA_DIRECT_CHECKOUT": mode, "GIT_THETA_WARM": "0"}
     res = subprocess.run(
         [sys.executable, "-c", PEAK], cwd=repo, capture_output=True, text=True, env=env
     )

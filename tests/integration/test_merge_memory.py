@@ -33,6 +33,8 @@ sys.exit(r.returncode)
 @pytest.fixture(autouse=True)
 def no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_THETA_NO_TTY", "1")
+    # filters in-process: a warm worker is not a child, so getrusage would not count it
+    monkeypatch.setenv("GIT_THETA_WARM", "0")
     monkeypatch.delenv("GIT_THETA_MERGE_STRATEGY", raising=False)
 
 

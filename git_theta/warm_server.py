@@ -1,0 +1,274 @@
+"""The warm server behind `filter-process` (see `warm_client.py`): fork a worker per filter.
+
+`python -m git_theta warm-server SOCKET` imports what a filter uses (numpy, the encoders,
+the format plugins), then listens on SOCKET, a Unix socket in a directory only its user can
+open; it also checks each peer's uid (SO_PEERCRED). For each connection it forks: the child
+takes the front's file descriptors, working directory, environment and umask, answers git
+exactly as `filter_command` does in a process of its own, and sends back its exit status.
+The server itself holds no repository state and starts no threads, so every fork starts
+from the same clean, import-only state.
+
+One server per key (a lock file beside the socket): a second one started in a race exits.
+It exits by itself after `GIT_THETA_WARM_IDLE` seconds (default 600) with nothing to do,
+or when `git theta warm stop` asks it to, and removes its socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+from git_theta import warm_client
+
+IDLE_ENV = "GIT_THETA_WARM_IDLE"
+IDLE_DEFAULT = 600.0
+# requests other than a filter's start with one of these (a filter's, with its length)
+STOP, STATUS = b"stop", b"stat"
+# what a filter imports, loaded once here so that no worker imports it again
+PRELOAD = (
+    "git_theta.filter_command",
+    "git_theta.filter_process",
+    "git_theta.plugins",
+    "numpy",
+    "git_theta.codec",
+    "git_theta.updates.choose",
+    "git_theta.invoker",
+    "git_theta.index_stat",
+    "git_theta.transfer.sync",
+)
+MAX_REQUEST = 1 << 20
+PEEK_TIMEOUT = 2.0  # seconds a front has to send its request once connected
+
+
+def idle_seconds() -> float:
+    try:
+        return max(1.0, float(os.environ.get(IDLE_ENV, IDLE_DEFAULT)))
+    except ValueError:
+        return IDLE_DEFAULT
+
+
+def preload() -> None:
+    for name in PRELOAD:
+        with contextlib.suppress(Exception):  # a worker reports its own import errors
+            importlib.import_module(name)
+    with contextlib.suppress(Exception):
+        from git_theta import plugins
+
+        plugins.load_all(plugins.CHECKPOINTS)
+
+
+def peer_uid(conn: socket.socket) -> int | None:
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return int(struct.unpack("3i", creds)[1])
+
+
+def receive_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """The front's JSON request and the file descriptors that came with it."""
+    fds: list[int] = []
+    data = b""
+    size: int | None = None
+    int_size = struct.calcsize("i")
+    while size is None or len(data) < 4 + size:
+        msg, ancdata, _flags, _addr = conn.recvmsg(1 << 16, socket.CMSG_SPACE(8 * int_size))
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % int_size
+                fds.extend(struct.unpack(f"{usable // int_size}i", payload[:usable]))
+        if not msg:
+            raise ConnectionError("the front closed the connection")
+        data += msg
+        if size is None and len(data) >= 4:
+            (size,) = struct.unpack("!I", data[:4])
+            if size > MAX_REQUEST:
+                raise ConnectionError("request too large")
+    return json.loads(data[4 : 4 + size]), fds
+
+
+def watch_front(conn: socket.socket, done: threading.Event) -> None:
+    """Kill this worker if the front goes away before we finished: it was killed, and the
+    filter it stands for would have died with it."""
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(1)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=run, name="git-theta-front-watch", daemon=True).start()
+
+
+def work(conn: socket.socket) -> int:
+    """In the forked child: become the filter the front stands for; its exit status."""
+    conn.settimeout(warm_client.START_TIMEOUT)
+    request, fds = receive_request(conn)
+    if len(fds) != 3:
+        raise ConnectionError("expected three file descriptors")
+    conn.sendall(warm_client.STARTED)
+    if warm_client.recv_exactly(conn, 1) != warm_client.GO:
+        raise ConnectionError("the front did not let us start")
+    conn.settimeout(None)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.umask(int(request["umask"]))
+    sys.argv = [sys.argv[0], *request["argv"]]
+    done = threading.Event()
+    watch_front(conn, done)
+    from git_theta import filter_command
+
+    code = filter_command.serve()
+    done.set()
+    conn.sendall(warm_client.EXITED + bytes([code & 0xFF]))
+    return code
+
+
+def fork_worker(conn: socket.socket, listener: socket.socket) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        listener.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        code = work(conn)
+    except BaseException:  # a child must never return into the server's loop
+        code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def serve(path: str) -> int:
+    directory = os.path.dirname(path)
+    if not warm_client.private_dir(directory, create=True):
+        return 1
+    lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0  # another server holds this key
+    preload()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    idle = idle_seconds()
+    me = os.getuid()
+    started, served = time.time(), 0
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: reap())
+    try:
+        while True:
+            ready, _, _ = select.select([listener], [], [], idle)
+            reap()
+            if not ready:
+                break
+            conn, _ = listener.accept()
+            try:
+                if peer_uid(conn) != me:
+                    continue
+                conn.settimeout(PEEK_TIMEOUT)
+                head = conn.recv(len(STOP), socket.MSG_PEEK)
+                if head in (STOP, STATUS):
+                    conn.recv(len(head))  # read, so that closing does not reset the peer
+                if head == STOP:
+                    break
+                if head == STATUS:
+                    state = {
+                        "pid": os.getpid(),
+                        "started": started,
+                        "served": served,
+                        "idle_seconds": idle,
+                        "socket": path,
+                    }
+                    conn.sendall(json.dumps(state).encode())
+                    continue
+                fork_worker(conn, listener)
+                served += 1
+            except OSError:
+                pass
+            finally:
+                conn.close()
+    finally:
+        # still holding the lock, so no other server can have bound the path meanwhile;
+        # closing the listener resets fronts still queued, which then serve in-process
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        listener.close()
+    return 0
+
+
+def ask(path: str, what: bytes) -> bytes | None:
+    """Send `what` (STOP, STATUS) to the server on `path`: its answer, None if none listens."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect(path)
+        sock.sendall(what)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(1 << 16):
+            out += chunk
+        return out
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def sockets() -> list[str]:
+    """The sockets in this user's server directory."""
+    directory = warm_client.socket_dir()
+    if not warm_client.private_dir(directory, create=False):
+        return []
+    return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".sock"))
+
+
+def status() -> list[dict[str, Any]]:
+    """What each listening server of this user says of itself."""
+    out = []
+    for path in sockets():
+        answer = ask(path, STATUS)
+        if answer:
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(answer))
+    return out
+
+
+def stop_all() -> int:
+    """Stop every server of this user; how many were listening."""
+    return sum(ask(path, STOP) is not None for path in sockets())
+
+
+def main(argv: list[str]) -> None:
+    # nothing of the front's stdio or pipes stays open here (see the front's posix_spawn)
+    os.closerange(3, 1024)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.chdir("/")
+    sys.exit(serve(argv[0]))
