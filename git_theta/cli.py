@@ -182,6 +182,15 @@ def filter_process(cold: bool) -> None:
     sys.exit(filter_command.serve() if code is None else code)
 
 
+@main.command("warm-server", hidden=True)
+@click.argument("socket_path")
+def warm_server_cmd(socket_path: str) -> None:
+    """The warm server on SOCKET_PATH (started by filter-process)."""
+    from git_theta import warm_server
+
+    warm_server.main([socket_path])
+
+
 @main.group("warm")
 def warm() -> None:
     """The warm server that git's filter hands its work to (see docs/cli.md)."""

@@ -23,6 +23,14 @@ OUTPUT_COMMANDS = frozenset({"archive", "cat-file"})
 # git options that take the next argument as their value
 _VALUED = frozenset({"-c", "-C", "--git-dir", "--work-tree", "--namespace", "--config-env"})
 MAX_DEPTH = 3  # git -> sh -c -> python
+# the process whose ancestors are git's: this one, or the front a warm worker stands for
+_origin: int | None = None
+
+
+def stand_in_for(pid: int) -> None:
+    """A warm worker (a child of the warm server) answers for the front `pid` git started."""
+    global _origin
+    _origin = pid
 
 
 def _cmdline(pid: int) -> list[str] | None:
@@ -67,7 +75,7 @@ def git_subcommand(argv: list[str]) -> str | None:
 
 def nearest_git_command() -> str | None:
     """The subcommand of the nearest git process above this one (`checkout`, `diff`, ...)."""
-    pid: int | None = os.getpid()
+    pid: int | None = _origin or os.getpid()
     for _ in range(MAX_DEPTH):
         pid = _parent(pid) if pid else None
         if not pid:

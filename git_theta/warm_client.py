@@ -147,7 +147,13 @@ def request_payload(argv: list[str]) -> bytes:
     umask = os.umask(0o022)
     os.umask(umask)
     return json.dumps(
-        {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}
+        {
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "umask": umask,
+            "pid": os.getpid(),  # whose ancestors are git's (invoker.py)
+        }
     ).encode()
 
 

@@ -131,8 +131,9 @@ def work(conn: socket.socket) -> int:
     sys.argv = [sys.argv[0], *request["argv"]]
     done = threading.Event()
     watch_front(conn, done)
-    from git_theta import filter_command
+    from git_theta import filter_command, invoker
 
+    invoker.stand_in_for(int(request["pid"]))
     code = filter_command.serve()
     done.set()
     conn.sendall(warm_client.EXITED + bytes([code & 0xFF]))
