@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 import sys
 
+
+def _drop_working_directory() -> None:
+    """git runs us in the repository's top directory. `-P` keeps it off sys.path, but an
+    empty entry in PYTHONPATH (`PYTHONPATH=$X:$PYTHONPATH` with nothing set) puts it back:
+    a cloned repository's `numpy.py` must never be imported in place of numpy."""
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != cwd]
+
+
 if __name__ == "__main__":
+    _drop_working_directory()
     args = sys.argv[1:]
     if args[:1] == ["filter-process"]:
         # OpenBLAS (loaded with numpy) otherwise starts a thread per core that spins for

@@ -43,7 +43,8 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def enabled(argv: list[str]) -> bool:
-    if "--cold" in argv:
+    # Linux: SCM_RIGHTS, SO_PEERCRED and /proc (invoker.py) are what the hand-over relies on
+    if "--cold" in argv or not sys.platform.startswith("linux"):
         return False
     return os.environ.get(ENV_SWITCH, "1").lower() not in ("0", "false", "no", "off")
 
@@ -141,6 +142,21 @@ def send_request(sock: socket.socket, payload: bytes, fds: list[int]) -> None:
     )
 
 
+NAMESPACES = ("mnt", "pid", "user", "net", "uts", "ipc")
+
+
+def namespaces() -> list[int]:
+    """This process's Linux namespaces (inode numbers): a worker forked in others (the
+    command runs in a container or under `unshare`, say) would not see our files."""
+    out = []
+    for ns in NAMESPACES:
+        try:
+            out.append(os.stat(f"/proc/self/ns/{ns}").st_ino)
+        except OSError:
+            out.append(-1)
+    return out
+
+
 def request_payload(argv: list[str]) -> bytes:
     import json
 
@@ -153,6 +169,7 @@ def request_payload(argv: list[str]) -> bytes:
             "env": dict(os.environ),
             "umask": umask,
             "pid": os.getpid(),  # whose ancestors are git's (invoker.py)
+            "namespaces": namespaces(),
         }
     ).encode()
 

@@ -30,6 +30,7 @@ import time
 from typing import Any
 
 from git_theta import warm_client
+from git_theta.terminal import report
 
 IDLE_ENV = "GIT_THETA_WARM_IDLE"
 IDLE_DEFAULT = 600.0
@@ -112,11 +113,17 @@ def watch_front(conn: socket.socket, done: threading.Event) -> None:
 
 
 def work(conn: socket.socket) -> int:
-    """In the forked child: become the filter the front stands for; its exit status."""
+    """In the forked child: become the filter the front stands for; its exit status.
+
+    Whatever can fail is checked before the front is told we started, so that a refusal
+    (another namespace, a working directory we cannot enter) has it serve in-process."""
     conn.settimeout(warm_client.START_TIMEOUT)
     request, fds = receive_request(conn)
     if len(fds) != 3:
         raise ConnectionError("expected three file descriptors")
+    if request.get("namespaces") != warm_client.namespaces():
+        raise ConnectionError("the front runs in other namespaces")
+    os.chdir(request["cwd"])
     conn.sendall(warm_client.STARTED)
     if warm_client.recv_exactly(conn, 1) != warm_client.GO:
         raise ConnectionError("the front did not let us start")
@@ -124,7 +131,6 @@ def work(conn: socket.socket) -> int:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
-    os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
     os.umask(int(request["umask"]))
@@ -134,7 +140,14 @@ def work(conn: socket.socket) -> int:
     from git_theta import filter_command, invoker
 
     invoker.stand_in_for(int(request["pid"]))
-    code = filter_command.serve()
+    try:
+        code = filter_command.serve()
+    except Exception as exc:  # a bug: say so on git's stderr, as a cold filter's traceback would
+        import traceback
+
+        traceback.print_exc()
+        report(f"git-theta: internal error in the warm worker ({exc}); please report this")
+        code = 1
     done.set()
     conn.sendall(warm_client.EXITED + bytes([code & 0xFF]))
     return code

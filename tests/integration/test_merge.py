@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from git_theta.transfer import hooks
 from tests.conftest import git, theta
 
 F = "m.safetensors"
@@ -318,7 +319,8 @@ def test_fisher_merge_without_fisher_names_the_parameter(repo: Path) -> None:
 
 def test_install_registers_the_merge_driver(repo: Path) -> None:
     driver = git("config", "merge.theta.driver", cwd=repo).stdout.strip()
-    assert driver == f"{sys.executable} -m git_theta merge-driver %O %A %B %P"
+    assert driver == f"{hooks.hook_command(sys.executable)} merge-driver %O %A %B %P"
+    assert " -P -m git_theta" in driver or sys.version_info < (3, 11)
     assert git("config", "merge.theta.name", cwd=repo).stdout.strip()
 
 

@@ -252,3 +252,25 @@ def test_a_server_exits_when_idle_and_after_stop(
     wait_for(lambda: not list(runtime.glob("git-theta/*.sock")), "the idle server to exit")
     assert gone(first["pid"])
     assert store_objects(repo)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="-P is Python 3.11+")
+@pytest.mark.parametrize("warm", ["1", "0"])
+def test_a_repositorys_own_modules_never_run(
+    repo: Path, runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm: str
+) -> None:
+    """git runs filters in the repository's top directory; a cloned repository's
+    `numpy.py` or `git_theta/` must not be imported in place of ours (install uses -P)."""
+    monkeypatch.setenv(warm_client.ENV_SWITCH, warm)
+    marker = tmp_path / "repository-code-ran"
+    payload = f"open({str(marker)!r}, 'w').close()\nraise SystemExit(3)\n"
+    for name in ("numpy.py", "zstandard.py", "blake3.py", "safetensors.py"):
+        (repo / name).write_text(payload)
+    (repo / "git_theta").mkdir()
+    (repo / "git_theta" / "__init__.py").write_text(payload)
+    (repo / "git_theta" / "__main__.py").write_text(payload)
+    data = commit_model(repo)
+    (repo / FILE).unlink()
+    git("checkout", "--", FILE, cwd=repo)
+    assert (repo / FILE).read_bytes() == data
+    assert not marker.exists()
