@@ -642,6 +642,10 @@ def main(argv: list[str] | None = None) -> int:
     import compileall
 
     compileall.compile_dir(str(ROOT / "git_theta"), quiet=1)
+    # no warm server left from earlier work: the run's first git-theta filter starts cold
+    from git_theta import warm_server
+
+    warm_server.stop_all()
     makers: list[Callable[[], Model]] = [minilm]
     if not args.quick:
         makers += [lambda: gpt2_small("F32"), lambda: gpt2_small("BF16")]
