@@ -23,7 +23,9 @@ filter, for every tool alike). `filter` is the largest resident size of the filt
 alone (git-theta's or git-lfs's), sampled every 20 ms with psutil: for git-theta that is
 the warm worker serving the command (a child of the warm server, not of git; see
 docs/architecture.md), or the filter process itself when it runs cold. A warm worker is not
-a descendant of the wrapper, so `tree` cannot see it: the report takes the larger of the two.
+a descendant of the wrapper, so getrusage cannot see it: its CPU time and peak RSS come from
+its server, which reaps it with wait4 (`git theta warm status`), and are added to the CPU
+column and to both memory figures.
 
 git-theta runs as users get it: the first filter of the run starts the warm server, later
 ones are served warm (each pass's median has at most one cold start in it). `--cold` sets
@@ -67,12 +69,14 @@ done = threading.Event()
 def is_filter(cmd):
     text = " ".join(cmd)
     return "git_theta" in text or "git-theta" in text or "git-lfs" in text
-def warm_servers():
+def warm_state():
     try:
         from git_theta import warm_server
-        return [psutil.Process(s["pid"]) for s in warm_server.status()]
+        return warm_server.status()
     except Exception:
         return []
+def warm_servers():
+    return [psutil.Process(s["pid"]) for s in warm_state() if psutil.pid_exists(s["pid"])]
 def poll():
     me = psutil.Process()
     servers, ticks = warm_servers(), 0
@@ -95,6 +99,7 @@ def poll():
             except psutil.Error:
                 pass
         time.sleep(0.02)
+before = {w["pid"] for s in warm_state() for w in s.get("recent", [])}
 t = threading.Thread(target=poll, daemon=True)
 t.start()
 start = time.perf_counter()
@@ -106,10 +111,19 @@ for cmd in cmds:
 wall = time.perf_counter() - start
 done.set()
 t.join()
+# the warm workers of these commands, as their server reaped them (wait4: CPU, peak RSS)
+deadline = time.monotonic() + 2
+states = warm_state()
+while (any(s.get("finished", 0) < s.get("served", 0) for s in states)
+       and time.monotonic() < deadline):
+    time.sleep(0.01)
+    states = warm_state()
+used = [w for s in states for w in s.get("recent", []) if w["pid"] not in before]
+filter_rss = max([peak["filter"], *(w["rss"] for w in used)])
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
-                  "tree_rss": max(ru.ru_maxrss * 1024, peak["filter"]),
-                  "filter_rss": peak["filter"]}))
+print(json.dumps({"wall": wall, "cpu": ru.ru_utime + ru.ru_stime + sum(w["cpu"] for w in used),
+                  "tree_rss": max(ru.ru_maxrss * 1024, filter_rss),
+                  "filter_rss": filter_rss}))
 """
 
 

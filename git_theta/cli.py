@@ -108,6 +108,11 @@ def uninstall(scope: str) -> None:
 
         if hooks.uninstall(git.toplevel()):
             removed.append("the pre-push hook")
+    else:  # other repositories may still use a local install's servers: only here stop them
+        from git_theta import warm_server
+
+        if warm_server.stop_all():
+            removed.append("the warm filter server")
     click.echo(f"removed {', '.join(removed) or 'nothing'} from the {scope} git config.")
 
 

@@ -71,20 +71,21 @@ def ensure_hook() -> None:
         pass  # never fail a checkout over the hook; `git theta install` reports problems
 
 
+def import_warm_modules() -> None:
+    """Import WARM_MODULES and load the format plugins: on the warm-up thread, or once in
+    the warm server. A failure is left to whoever uses the module, which reports it."""
+    with contextlib.suppress(Exception):
+        for name in WARM_MODULES:
+            importlib.import_module(name)
+        from git_theta import plugins
+
+        plugins.load_all(plugins.CHECKPOINTS)
+
+
 def warm_up() -> threading.Thread:
-    """Import WARM_MODULES on a daemon thread (Python's import locks make a module the main
+    """import_warm_modules() on a daemon thread (Python's import locks make a module the main
     thread needs meanwhile wait for this thread's import to finish, never load it twice)."""
-
-    def run() -> None:
-        # a failure here is left to the main thread, whose own import or detect() reports it
-        with contextlib.suppress(Exception):
-            for name in WARM_MODULES:
-                importlib.import_module(name)
-            from git_theta import plugins
-
-            plugins.load_all(plugins.CHECKPOINTS)
-
-    t = threading.Thread(target=run, name="git-theta-warm-up", daemon=True)
+    t = threading.Thread(target=import_warm_modules, name="git-theta-warm-up", daemon=True)
     t.start()
     return t
 

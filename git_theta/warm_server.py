@@ -36,14 +36,10 @@ IDLE_ENV = "GIT_THETA_WARM_IDLE"
 IDLE_DEFAULT = 600.0
 # requests other than a filter's start with one of these (a filter's, with its length)
 STOP, STATUS = b"stop", b"stat"
-# what a filter imports, loaded once here so that no worker imports it again
+# what a filter imports besides filter_command's WARM_MODULES, loaded once here so that
+# no worker imports it again
 PRELOAD = (
-    "git_theta.filter_command",
     "git_theta.filter_process",
-    "git_theta.plugins",
-    "numpy",
-    "git_theta.codec",
-    "git_theta.updates.choose",
     "git_theta.invoker",
     "git_theta.index_stat",
     "git_theta.transfer.sync",
@@ -60,13 +56,12 @@ def idle_seconds() -> float:
 
 
 def preload() -> None:
+    from git_theta import filter_command
+
+    filter_command.import_warm_modules()
     for name in PRELOAD:
         with contextlib.suppress(Exception):  # a worker reports its own import errors
             importlib.import_module(name)
-    with contextlib.suppress(Exception):
-        from git_theta import plugins
-
-        plugins.load_all(plugins.CHECKPOINTS)
 
 
 def peer_uid(conn: socket.socket) -> int | None:
@@ -160,7 +155,6 @@ def fork_worker(conn: socket.socket, listener: socket.socket) -> int:
     code = 1
     try:
         listener.close()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         code = work(conn)
     except BaseException:  # a child must never return into the server's loop
         code = 1
@@ -171,10 +165,27 @@ def fork_worker(conn: socket.socket, listener: socket.socket) -> int:
         os._exit(code)
 
 
-def reap() -> None:
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
+RECENT = 64  # workers whose cost `status` reports
+
+
+class Workers:
+    """The server's finished workers: how many, and what the last RECENT cost (CPU seconds
+    and peak resident bytes, from wait4: a worker is not a child of the git command it
+    serves, so tools that measure git's process tree cannot see it)."""
+
+    def __init__(self) -> None:
+        self.finished = 0
+        self.recent: list[dict[str, float]] = []
+
+    def reap(self) -> None:
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                pid, _status, ru = os.wait4(-1, os.WNOHANG)
+                if not pid:
+                    return
+                self.finished += 1
+                cost = {"pid": pid, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss * 1024}
+                self.recent = [*self.recent[-(RECENT - 1) :], cost]
 
 
 def serve(path: str) -> int:
@@ -196,11 +207,11 @@ def serve(path: str) -> int:
     idle = idle_seconds()
     me = os.getuid()
     started, served = time.time(), 0
-    signal.signal(signal.SIGCHLD, lambda _sig, _frame: reap())
+    done = Workers()  # reaped when a request comes and on exit (a zombie costs nothing)
     try:
         while True:
             ready, _, _ = select.select([listener], [], [], idle)
-            reap()
+            done.reap()
             if not ready:
                 break
             conn, _ = listener.accept()
@@ -214,10 +225,13 @@ def serve(path: str) -> int:
                 if head == STOP:
                     break
                 if head == STATUS:
+                    done.reap()
                     state = {
                         "pid": os.getpid(),
                         "started": started,
                         "served": served,
+                        "finished": done.finished,
+                        "recent": done.recent,
                         "idle_seconds": idle,
                         "socket": path,
                     }

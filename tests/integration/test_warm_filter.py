@@ -99,6 +99,10 @@ def test_add_and_checkout_are_served_by_a_warm_worker(
     after = server()
     assert after["pid"] == before["pid"]
     assert after["served"] >= before["served"] + 3
+    # each worker's cost, from wait4: it rebuilt or hashed a 91 MB file
+    assert after["finished"] >= before["finished"] + 2
+    costs = after["recent"][-2:]
+    assert all(c["cpu"] > 0.01 and c["rss"] > 30e6 for c in costs), costs
     git("checkout", "-q", "HEAD", "--", FILE, cwd=repo)
     assert git("status", "--porcelain", cwd=repo).stdout == ""
 
@@ -243,6 +247,7 @@ def test_a_server_exits_when_idle_and_after_stop(
     out = theta("warm", "status", cwd=repo).stdout
     assert f"pid {first['pid']}:" in out
     assert "stopped 1 warm server(s)" in theta("warm", "stop", cwd=repo).stdout
+    wait_for(lambda: gone(first["pid"]), "the stopped server to exit")
     wait_for(lambda: not list(runtime.glob("git-theta/*.sock")), "the socket to go")
     assert "no warm server is running" in theta("warm", "status", cwd=repo).stdout
     # one started with a one-second idle limit goes by itself
@@ -250,8 +255,14 @@ def test_a_server_exits_when_idle_and_after_stop(
     commit_model(repo, seed=7)
     wait_for(lambda: list(runtime.glob("git-theta/*.sock")), "a new server")
     wait_for(lambda: not list(runtime.glob("git-theta/*.sock")), "the idle server to exit")
-    assert gone(first["pid"])
     assert store_objects(repo)
+    # a global uninstall stops this user's servers too
+    monkeypatch.delenv("GIT_THETA_WARM_IDLE")
+    commit_model(repo, seed=8)
+    server()
+    out = theta("uninstall", "--global", cwd=repo).stdout
+    assert "the warm filter server" in out
+    wait_for(lambda: not warm_server.status(), "the server to stop on uninstall")
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="-P is Python 3.11+")
