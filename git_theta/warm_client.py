@@ -107,10 +107,6 @@ def build_key() -> str:
     return f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
 
 
-def socket_path(key: str | None = None) -> str:
-    return os.path.join(socket_dir(), f"{key or build_key()}.sock")
-
-
 def start_server(path: str) -> None:
     """Start a server for `path` in its own session, detached from our stdio."""
     devnull = os.devnull
