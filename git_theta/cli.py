@@ -181,10 +181,9 @@ def smudge(path: str | None) -> None:
 @click.option("--cold", is_flag=True, help="Serve in this process, never a warm worker.")
 def filter_process(cold: bool) -> None:
     """git's long-running filter process (filter.theta.process)."""
-    from git_theta import filter_command, warm_client
+    from git_theta import warm_client
 
-    code = None if cold else warm_client.try_warm(["filter-process"])
-    sys.exit(filter_command.serve() if code is None else code)
+    warm_client.main(["filter-process", "--cold"] if cold else ["filter-process"])
 
 
 @main.command("warm-server", hidden=True)

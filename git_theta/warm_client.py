@@ -40,6 +40,17 @@ STARTED, GO, EXITED = b"S", b"G", b"E"
 START_TIMEOUT = 10.0  # seconds for a worker to say it started, then we serve in-process
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
+# Python 3.11+: keep the directory we are started in (git: the repository's top) off sys.path
+SAFE_PATH_FLAGS = ["-P"] if sys.version_info >= (3, 11) else []
+
+
+def code_path() -> list[str]:
+    """sys.path without the working directory: git runs us in the repository's top, and a
+    cloned repository's `numpy.py` or `git_theta/` must never be imported in place of ours.
+    `-P` keeps it off, but an empty PYTHONPATH entry (`PYTHONPATH=$X:$PYTHONPATH` with
+    nothing set) or Python 3.10's plain `-m` puts it back."""
+    cwd = os.getcwd()
+    return [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != cwd]
 
 
 def enabled(argv: list[str]) -> bool:
@@ -79,12 +90,8 @@ def private_dir(path: str, *, create: bool) -> bool:
 def build_key() -> str:
     """16 hex digits naming the code a server runs: interpreter, sys.path, package files."""
     parts = [str(PROTOCOL), sys.executable, sys.version]
-    cwd = os.getcwd()
-    for entry in sys.path:
-        # the repository's own directory (plain `-m` puts it first) is not code we run: the
-        # server starts with -P; where packages are installed, an install changes the mtime
-        if entry in ("", cwd):
-            continue
+    for entry in code_path():
+        # where packages are installed, an install changes the directory's mtime
         parts.append(entry)
         if entry.endswith(("site-packages", "dist-packages")):
             try:  # noqa: SIM105 - contextlib costs this hot path ~4 ms of imports
@@ -121,9 +128,7 @@ def start_server(path: str) -> None:
         for k, v in os.environ.items()
         if k.startswith("GIT_THETA_") or not k.startswith("GIT_")
     }
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    safe = ["-P"] if sys.version_info >= (3, 11) else []  # not the cwd on sys.path
-    argv = [sys.executable, *safe, "-m", "git_theta", "warm-server", path]
+    argv = [sys.executable, *SAFE_PATH_FLAGS, "-m", "git_theta", "warm-server", path]
     try:  # noqa: SIM105 - see above
         os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
     except OSError:

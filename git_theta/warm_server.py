@@ -148,10 +148,9 @@ def work(conn: socket.socket) -> int:
     return code
 
 
-def fork_worker(conn: socket.socket, listener: socket.socket) -> int:
-    pid = os.fork()
-    if pid:
-        return pid
+def fork_worker(conn: socket.socket, listener: socket.socket) -> None:
+    if os.fork():
+        return
     code = 1
     try:
         listener.close()
@@ -185,7 +184,8 @@ class Workers:
                     return
                 self.finished += 1
                 cost = {"pid": pid, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss * 1024}
-                self.recent = [*self.recent[-(RECENT - 1) :], cost]
+                self.recent.append(cost)
+                del self.recent[:-RECENT]
 
 
 def serve(path: str) -> int:
@@ -225,7 +225,6 @@ def serve(path: str) -> int:
                 if head == STOP:
                     break
                 if head == STATUS:
-                    done.reap()
                     state = {
                         "pid": os.getpid(),
                         "started": started,
@@ -297,6 +296,5 @@ def stop_all() -> int:
 def main(argv: list[str]) -> None:
     # nothing of the front's stdio or pipes stays open here (see the front's posix_spawn)
     os.closerange(3, 1024)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.chdir("/")
     sys.exit(serve(argv[0]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from pathlib import Path
 
 from git_theta import git
@@ -91,5 +90,6 @@ def hook_command(python: str) -> str:
     """How git starts git-theta. `-P` (Python 3.11+): git runs filters and drivers in the
     repository's top directory, and plain `-m` would put that directory first on sys.path,
     so a cloned repository's own `numpy.py` or `git_theta/` would run in our place."""
-    safe = " -P" if sys.version_info >= (3, 11) else ""
-    return f"{shlex.quote(python)}{safe} -m git_theta"
+    from git_theta.warm_client import SAFE_PATH_FLAGS
+
+    return shlex.join([python, *SAFE_PATH_FLAGS, "-m", "git_theta"])
