@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from git_theta import allocator, filters, git, manifest, materialize
+from git_theta import allocator, filters, git, manifest, materialize, parallel
 from git_theta.errors import GitThetaError
 from git_theta.store import Store
 from git_theta.streams import ByteSource
@@ -99,14 +99,19 @@ def clean_from_git(
     known = materialize.clean_fresh(src, path)
     if known is not None:
         return known
-    return filters.clean(
-        src,
-        path,
-        store,
-        progress=progress,
-        total=file_size(path) if path else None,
-        previous=filters.indexed_manifest(path),
-    )
+    # the indexed version (`git cat-file`, 10-20 ms) is read while git sends the first bytes
+    previous = parallel.pool().submit(filters.indexed_manifest, path)
+    try:
+        return filters.clean(
+            src,
+            path,
+            store,
+            progress=progress,
+            total=file_size(path) if path else None,
+            previous=previous,
+        )
+    finally:
+        previous.cancel()
 
 
 class LazyFetcher:

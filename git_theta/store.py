@@ -115,8 +115,12 @@ class ObjectWriter:
             raise StoreWriteError(str(self._store.root), exc) from None
         self._done = True
         assert self._path is not None
-        if self._store.staged is not None:
-            self._store.staged[oid] = self._path
+        staged = self._store.staged
+        if staged is not None:
+            # two threads may store one value at once (clean stores small values on the pool)
+            if staged.setdefault(oid, self._path) != self._path:
+                with contextlib.suppress(FileNotFoundError):
+                    self._path.unlink()
         else:
             self._store.publish(oid, self._path)
         return StoredObject(oid, self.size)
@@ -203,16 +207,22 @@ class Store:
         return os.path.isfile(os.path.join(self._objects_dir, oid[:2], oid[2:4], oid))
 
     def publish(self, oid: str, tmp: Path) -> None:
-        final = self.path(oid)
-        if final.exists():
+        check_oid(oid)
+        # os.path on str, and the shard directories made only when the rename says they
+        # are missing: a clean publishes every new object here, before git gets its answer
+        final = os.path.join(self._objects_dir, oid[:2], oid[2:4], oid)
+        if os.path.exists(final):
             tmp.unlink()
             return
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(tmp, final)
         except OSError as exc:
-            raise StoreWriteError(str(final.parent), exc) from None
+            raise StoreWriteError(os.path.dirname(final), exc) from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Store]:
@@ -229,8 +239,11 @@ class Store:
         finally:
             staged, txn.staged = txn.staged, None
             if ok:
-                for oid, tmp in staged.items():
-                    self.publish(oid, tmp)
+                # renames into ~1 ms shard directories each: on the pool, a few at a time
+                from git_theta import parallel
+
+                for _ in parallel.ordered_map(lambda item: self.publish(*item), staged.items()):
+                    pass
                 for raw_hash, kind, obj in txn._staged_map:
                     self.remember(raw_hash, kind, obj)
             else:

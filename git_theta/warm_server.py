@@ -91,7 +91,11 @@ def receive_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
             (size,) = struct.unpack("!I", data[:4])
             if size > MAX_REQUEST:
                 raise ConnectionError("request too large")
-    return json.loads(data[4 : 4 + size]), fds
+    try:
+        request = warm_client.read_payload(data[4 : 4 + size])
+    except ValueError as exc:
+        raise ConnectionError(str(exc)) from None
+    return request, fds
 
 
 def watch_front(conn: socket.socket, done: threading.Event) -> None:

@@ -15,7 +15,8 @@ from tests.conftest import git, store_objects, theta
 
 def tensors(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {f"layer{i}.weight": rng.standard_normal((32, 16)).astype(np.float32) for i in range(4)}
+    # 16 KB each: above the sizes stored whole or kept out of the raw-value map
+    return {f"layer{i}.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(4)}
 
 
 def oid_of(repo: Path, spec: str, name: str) -> str:

@@ -81,9 +81,14 @@ def test_unchanged_parameters_are_not_re_encoded(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No zstd frame is made for an unchanged tensor (only the small skeleton is encoded);
-    a changed tensor is encoded once, whichever update type clean picks for it."""
+    a changed tensor is encoded once, whichever update type clean picks for it. Without the
+    indexed version, the raw-value map finds values above RAWMAP_MIN; smaller ones are
+    encoded again and stored once, under the same object id."""
     t = checkpoint()
+    t["big"] = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    assert t["big"].nbytes > filters.RAWMAP_MIN >= t["enc.weight"].nbytes
     first = clean(store, save(t))
+    objects = set(store.iter_oids())
     # the skeleton's decoded length (the manifest records its stored size)
     skeleton_size = len(filters.load_blob(store, manifest.parse(first).skeleton_oid))
     frames: list[int] = []
@@ -95,8 +100,11 @@ def test_unchanged_parameters_are_not_re_encoded(
 
     monkeypatch.setattr(codec, "encode_chunk", counting)
     assert clean(store, save(t), previous=manifest.parse(first)) == first
-    assert clean(store, save(t)) == first  # the raw-value map finds them without `previous`
-    assert frames == [skeleton_size, skeleton_size]
+    assert frames == [skeleton_size]
+    frames.clear()
+    assert clean(store, save(t)) == first  # no `previous`
+    assert sorted(frames) == sorted([skeleton_size, 8, 16 * 4, 32 * 16 * 4])  # not "big"
+    assert set(store.iter_oids()) == objects
     frames.clear()
     t["enc.bias"] = t["enc.bias"] + 1
     stats = filters.CleanStats()
@@ -363,3 +371,62 @@ def test_checkout_hashes_the_values_not_the_objects_again(
     monkeypatch.setattr(store_module.hashlib, "sha256", counting)
     assert smudge(store, text) == data
     assert len(hashed) == 1
+
+
+def many_small(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    sizes = [16, 900, 1500, 3000, 20000] * 6
+    return {f"t{i:02d}": rng.standard_normal(n).astype(np.float32) for i, n in enumerate(sizes)}
+
+
+def test_small_changed_values_stored_on_the_pool_match_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small changed values are stored several at once on the pool: the manifests and the
+    objects are exactly those of storing them one by one (one worker)."""
+    from git_theta import parallel
+
+    rng = np.random.default_rng(3)
+    v1 = many_small(rng)
+    v2 = {
+        k: v * (1 + 1e-3 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in v1.items()
+    }
+    v2["t05"] = v1["t05"]  # one unchanged among them
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(parallel, "workers", lambda n=n: n)
+        st = Store(tmp_path / f"store{n}")
+        first = clean(st, save(v1))
+        second = clean(st, save(v2), previous=manifest.parse(first))
+        results.append((first, second, files_under(st.objects)))
+        assert not files_under(st.tmp)
+    assert results[0] == results[1]
+    types = {e.name: e.record["type"] for e in manifest.parse(results[1][1]).entries}
+    assert types["t04"] == "delta" and types["t00"] == "dense" and types["t05"] == "dense"
+    assert smudge(Store(tmp_path / "store2"), results[1][1]) == save(v2)
+
+
+def test_a_failure_on_the_pool_leaves_the_store_as_it_was(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One small value failing while others are being stored on the pool: clean fails with
+    its error, after every job stopped, and publishes nothing."""
+    from git_theta import parallel
+    from git_theta.updates import choose
+
+    monkeypatch.setattr(parallel, "workers", lambda: 2)
+    rng = np.random.default_rng(4)
+    v1 = many_small(rng)
+    first = clean(store, save(v1))
+    before = files_under(store.root)
+    v2 = {k: v + 1 for k, v in v1.items()}
+    real = choose.store_changed
+
+    def failing(txn, data, spec, h, old, st):  # type: ignore[no-untyped-def]
+        if spec.name == "t13":
+            raise GitThetaError("disk on fire")
+        return real(txn, data, spec, h, old, st)
+
+    monkeypatch.setattr(choose, "store_changed", failing)
+    with pytest.raises(GitThetaError, match="disk on fire"):
+        clean(store, save(v2), previous=manifest.parse(first))
+    assert files_under(store.root) == before  # no object, no map line, no temporary file

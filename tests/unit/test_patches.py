@@ -344,3 +344,36 @@ def test_low_rank_and_ia3_bits_do_not_depend_on_row_blocks(
     assert low_rank.block_bytes(dtype, shape) == 53 * dtypes.get(dtype).itemsize
     assert apply_low_rank(w, dtype, shape, a, b, 0.3, transpose) == whole
     assert apply_ia3(w, dtype, shape, vec, 1) == scaled
+
+
+def test_a_small_changed_value_is_stored_whole(store: Store) -> None:
+    """Under WHOLE_MAX bytes a patch is not worth its base rebuild: a sparse change to a
+    small bias is a dense copy; the same change to a value of WHOLE_MAX bytes is sparse."""
+    for n, want in ((choose.WHOLE_MAX // 4 - 1, "dense"), (choose.WHOLE_MAX // 4, "sparse")):
+        a = np.linspace(-1, 1, n, dtype=np.float32)
+        old = entry(store, "b", raw(a), "F32", (n,))
+        b = a.copy()
+        b[:2] += 1
+        new = add(store, old, raw(b), "F32", (n,))
+        assert new.record["type"] == want
+        assert rebuilt(store, new.record, "b", "F32", (n,)) == raw(b)
+
+
+def test_a_dense_base_that_cannot_be_beaten_is_not_encoded_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fine-tune-like change: the delta beats the base's own dense size by far, so the
+    dense candidate is never encoded (its writer is not even opened)."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((256, 256)).astype(np.float32)
+    old = entry(store, "w", raw(a), "F32", (256, 256))
+    b = a * (1 + 1e-3 * rng.standard_normal(a.shape)).astype(np.float32)
+    calls: list[int] = []
+    real = choose._write_value
+    monkeypatch.setattr(choose, "_write_value", lambda *a: calls.append(1) or real(*a))
+    new = add(store, old, raw(b), "F32", (256, 256))
+    assert new.record["type"] == "delta" and calls == []
+    # an unrelated value: the delta does not beat the base, so dense is tried (and wins)
+    c = rng.standard_normal((256, 256)).astype(np.float32)
+    assert add(store, old, raw(c), "F32", (256, 256)).record["type"] == "dense"
+    assert calls == [1]

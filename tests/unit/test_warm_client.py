@@ -1,7 +1,8 @@
-"""The warm front's key (which code a server runs) and its socket directory checks."""
+"""The warm front's key (which code a server runs), its socket directory checks and its request."""
 
 from __future__ import annotations
 
+import marshal
 import os
 import shutil
 import sys
@@ -94,3 +95,17 @@ def test_switch(
     else:
         monkeypatch.setenv(warm_client.ENV_SWITCH, env)
     assert warm_client.enabled(argv) is want
+
+
+def test_request_round_trip_and_malformed_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the front sends is what the worker reads; anything else is refused as malformed
+    (the worker then says nothing and the front serves in-process)."""
+    monkeypatch.setenv("GIT_THETA_PROBE", "é = value")
+    request = warm_client.read_payload(warm_client.request_payload(["filter-process"]))
+    assert request["argv"] == ["filter-process"]
+    assert request["cwd"] == os.getcwd() and request["pid"] == os.getpid()
+    assert request["env"]["GIT_THETA_PROBE"] == "é = value"  # type: ignore[index]
+    assert request["namespaces"] == warm_client.namespaces()
+    for junk in (b"", b"\xff\x00garbage", marshal.dumps([1, 2])):
+        with pytest.raises(ValueError, match="malformed"):
+            warm_client.read_payload(junk)
