@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from git_theta import allocator, filters, git, manifest, materialize, parallel
+from git_theta import allocator, clean_record, filters, git, manifest, materialize, parallel
 from git_theta.errors import GitThetaError
 from git_theta.store import Store
 from git_theta.streams import ByteSource
@@ -95,14 +95,18 @@ def clean_from_git(
 ) -> bytes:
     """The manifest of the working-tree file `path` that git sends on `src` (both the filter
     process and the single-shot `clean` command): answered from the record of a direct
-    checkout when the file is one just written, else cleaned against the indexed version."""
+    checkout when the file is one just written, or from the record of the last clean when
+    the file provably has not changed since (clean_record.py), else cleaned against the
+    indexed version."""
     known = materialize.clean_fresh(src, path)
+    if known is None:
+        known = clean_record.answer(store, src, path)
     if known is not None:
         return known
     # the indexed version (`git cat-file`, 10-20 ms) is read while git sends the first bytes
     previous = parallel.pool().submit(filters.indexed_manifest, path)
     try:
-        return filters.clean(
+        text = filters.clean(
             src,
             path,
             store,
@@ -112,6 +116,9 @@ def clean_from_git(
         )
     finally:
         previous.cancel()
+    if path:
+        clean_record.remember(store, path, text, src.position)
+    return text
 
 
 class LazyFetcher:

@@ -73,8 +73,8 @@ def git_subcommand(argv: list[str]) -> str | None:
     return None
 
 
-def nearest_git_command() -> str | None:
-    """The subcommand of the nearest git process above this one (`checkout`, `diff`, ...)."""
+def nearest_git() -> tuple[int, str] | None:
+    """The pid and subcommand of the nearest git process above this one."""
     pid: int | None = _origin or os.getpid()
     for _ in range(MAX_DEPTH):
         pid = _parent(pid) if pid else None
@@ -82,8 +82,14 @@ def nearest_git_command() -> str | None:
             return None
         sub = git_subcommand(_cmdline(pid) or [])
         if sub is not None:
-            return sub
+            return pid, sub
     return None
+
+
+def nearest_git_command() -> str | None:
+    """The subcommand of the nearest git process above this one (`checkout`, `diff`, ...)."""
+    found = nearest_git()
+    return found[1] if found else None
 
 
 def diff_context() -> bool:
