@@ -20,6 +20,9 @@ equal stat key gets the recorded manifest.
   bytes under its name), and only if the bytes received are the file's size.
 - A filesystem whose change times carry no sub-second part (1-2 s granularity) never
   records: its ctime can be older than the write that set it.
+- A record answers only while the index holds its manifest for the file: a clean reuses the
+  indexed entries of unchanged tensors (records, Fisher extras), so with another manifest
+  of the same bytes staged since (`git theta add --fisher`), that one is the answer.
 - A record is a cache: unreadable, missing or stale, the file is cleaned as usual.
 - Linux only (/proc gives G's start time); elsewhere nothing is recorded.
 """
@@ -33,7 +36,7 @@ import os
 import tempfile
 import time
 
-from git_theta import invoker, manifest
+from git_theta import git, index_stat, invoker, manifest
 from git_theta.errors import GitThetaError
 from git_theta.materialize import stat_key
 from git_theta.store import Store
@@ -117,5 +120,11 @@ def answer(store: Store, src: ByteSource, path: str | None) -> bytes | None:
 
     if filters.missing_objects(store, m):
         return None  # collected since (gc): clean stores them again
+    # A clean reuses the indexed entries of unchanged tensors (their records and extras):
+    # with another manifest of these bytes staged since (`git theta add --fisher`, a
+    # side-loaded patch), that manifest, not the record, is what a clean answers now.
+    staged = git.staged_blob(path)
+    if staged is None or staged[1] != index_stat.blob_id(text, staged[0]):
+        return None
     src.drain()
     return text

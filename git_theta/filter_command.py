@@ -15,6 +15,7 @@ import importlib
 import os
 import sys
 import threading
+from concurrent.futures import Future
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,12 @@ def warm_up() -> threading.Thread:
     return t
 
 
+def _read_chain_max() -> None:
+    from git_theta.updates import choose
+
+    choose.chain_max()
+
+
 def clean_from_git(
     src: ByteSource, path: str | None, store: Store, progress: TerminalProgress
 ) -> bytes:
@@ -103,8 +110,10 @@ def clean_from_git(
         known = clean_record.answer(store, src, path)
     if known is not None:
         return known
-    # the indexed version (`git cat-file`, 10-20 ms) is read while git sends the first bytes
+    # the indexed version (`git cat-file`, 10-20 ms) is read while git sends the first bytes,
+    # and so is the chain cap (`git config`) that storing a changed tensor needs
     previous = parallel.pool().submit(filters.indexed_manifest, path)
+    parallel.pool().submit(_read_chain_max)
     try:
         text = filters.clean(
             src,
@@ -126,13 +135,13 @@ class LazyFetcher:
     skips the transfer modules' import. Serves as the filter's `Delayer` and smudge's
     `fetch` callback, like the fetcher itself."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Future[Store]) -> None:
         self.store = store
         self._fetcher: Any = None
 
     def get(self) -> Any:
         if self._fetcher is None:
-            self._fetcher = smudge_fetcher(self.store)
+            self._fetcher = smudge_fetcher(self.store.result())
         return self._fetcher
 
     def defer(self, data: bytes, path: str) -> bool:
@@ -151,9 +160,10 @@ def run() -> int:
     from git_theta import filter_process as fp
 
     warm_up()
-    store = open_store()
+    # `git rev-parse` (~5 ms) runs while git and this process exchange the handshake
+    locating = parallel.pool().submit(open_store)
     adding, checking_out = TerminalProgress("adding"), TerminalProgress("checking out")
-    fetcher = LazyFetcher(store)
+    fetcher = LazyFetcher(locating)
     pending: list[materialize.Pending] = []
 
     @cache
@@ -166,9 +176,10 @@ def run() -> int:
         return None if invoker.output_context() else materialize.threshold()
 
     def do_clean(src: ByteSource, path: str) -> bytes:
-        return clean_from_git(src, path, store, adding)
+        return clean_from_git(src, path, locating.result(), adding)
 
     def do_smudge(data: bytes, path: str, sink: fp.LazyContent) -> None:
+        store = locating.result()
         if skip_smudge():
             sink.write(data)
             return
@@ -196,7 +207,7 @@ def run() -> int:
     try:
         code = fp.main_loop(do_clean, do_smudge, report, None if skip_smudge() else fetcher)
         if pending:
-            materialize.finish(pending, store)
+            materialize.finish(pending, locating.result())
     finally:
         materialize.discard(pending)
         fetcher.close()

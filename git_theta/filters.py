@@ -244,9 +244,9 @@ class _Offload:
     Storing a changed value is mostly fixed costs when it is small (its base rebuilt, the
     candidate encodings, an object written): one at a time, each in a few chunk jobs, they
     left a core idle (MiniLM's 10%-changed version changes 72 tensors, 63 of them biases
-    and norms of 1.5-6 KB). On the pool, each is stored whole by one thread (its own maps run inline), two
-    or more at a time. The format reuses its buffers, so each value's bytes are copied,
-    with at most AHEAD_BYTES of copies in hand.
+    and norms of 1.5-6 KB). On the pool, each is stored whole by one thread (its own maps
+    run inline), two or more at a time. The format reuses its buffers, so each value's
+    bytes are copied, with at most AHEAD_BYTES of copies in hand.
     """
 
     def __init__(self) -> None:

@@ -117,6 +117,9 @@ class ObjectWriter:
         assert self._path is not None
         staged = self._store.staged
         if staged is not None:
+            # made ready for publishing now, on the thread that wrote it, so that publishing
+            # a transaction is one rename per object
+            self._store.prepare(oid, self._path)
             # two threads may store one value at once (clean stores small values on the pool)
             if staged.setdefault(oid, self._path) != self._path:
                 with contextlib.suppress(FileNotFoundError):
@@ -206,21 +209,29 @@ class Store:
         # times, and pathlib's joins cost more than the stat
         return os.path.isfile(os.path.join(self._objects_dir, oid[:2], oid[2:4], oid))
 
-    def publish(self, oid: str, tmp: Path) -> None:
+    def _final(self, oid: str) -> str:
         check_oid(oid)
-        # os.path on str, and the shard directories made only when the rename says they
-        # are missing: a clean publishes every new object here, before git gets its answer
-        final = os.path.join(self._objects_dir, oid[:2], oid[2:4], oid)
+        # os.path on str, not pathlib: a clean publishes every new object before git gets
+        # its answer
+        return os.path.join(self._objects_dir, oid[:2], oid[2:4], oid)
+
+    def prepare(self, oid: str, tmp: Path) -> None:
+        """Make `tmp` read-only and its shard directory exist, ahead of publish()."""
+        try:
+            os.chmod(tmp, 0o444)
+            os.makedirs(os.path.dirname(self._final(oid)), exist_ok=True)
+        except OSError as exc:
+            raise StoreWriteError(str(self.objects), exc) from None
+
+    def publish(self, oid: str, tmp: Path, *, prepared: bool = False) -> None:
+        final = self._final(oid)
         if os.path.exists(final):
             tmp.unlink()
             return
         try:
-            os.chmod(tmp, 0o444)
-            try:
-                os.replace(tmp, final)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                os.replace(tmp, final)
+            if not prepared:
+                self.prepare(oid, tmp)
+            os.replace(tmp, final)
         except OSError as exc:
             raise StoreWriteError(os.path.dirname(final), exc) from None
 
@@ -242,7 +253,10 @@ class Store:
                 # renames into ~1 ms shard directories each: on the pool, a few at a time
                 from git_theta import parallel
 
-                for _ in parallel.ordered_map(lambda item: self.publish(*item), staged.items()):
+                def publish(item: tuple[str, Path]) -> None:
+                    self.publish(*item, prepared=True)
+
+                for _ in parallel.ordered_map(publish, staged.items()):
                     pass
                 for raw_hash, kind, obj in txn._staged_map:
                     self.remember(raw_hash, kind, obj)

@@ -96,3 +96,23 @@ def test_other_bytes_under_the_name_are_cleaned(repo: Path, tmp_path: Path) -> N
     assert blob != staged
     plain = git("hash-object", "--path=model.safetensors", str(model), cwd=repo).stdout.strip()
     assert plain == staged
+
+
+def test_another_manifest_staged_since_is_not_replaced_by_the_record(repo: Path) -> None:
+    """`git theta add --fisher` stages the same bytes with Fisher extras after `git add`
+    recorded the plain manifest: a re-check and a second `git add` keep the extras."""
+    from tests.conftest import theta
+
+    model = repo / "model.safetensors"
+    write_model(model, 0)
+    time.sleep(0.05)
+    git("add", "model.safetensors", cwd=repo)
+    assert (repo / ".git/theta/cleaned").is_dir()
+    save_file({"w0": np.ones((64, 256), np.float32)}, str(repo.parent / "fisher.st"))
+    theta("add", "model.safetensors", "--fisher", str(repo.parent / "fisher.st"), cwd=repo)
+    staged = git("rev-parse", ":model.safetensors", cwd=repo).stdout
+    make_racy(repo, model)
+    assert git("status", "--porcelain", cwd=repo).stdout == "A  model.safetensors\n"
+    git("add", "model.safetensors", cwd=repo)
+    assert git("rev-parse", ":model.safetensors", cwd=repo).stdout == staged
+    assert '"fisher"' in git("cat-file", "-p", ":model.safetensors", cwd=repo).stdout

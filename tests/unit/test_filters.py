@@ -430,3 +430,23 @@ def test_a_failure_on_the_pool_leaves_the_store_as_it_was(
     with pytest.raises(GitThetaError, match="disk on fire"):
         clean(store, save(v2), previous=manifest.parse(first))
     assert files_under(store.root) == before  # no object, no map line, no temporary file
+
+
+def test_a_damaged_base_gives_a_dense_keyframe_not_a_patch(store: Store) -> None:
+    """Clean reads a changed value's base without hashing its objects first (the rebuilt
+    base is checked against its manifest hash): a damaged base object must still be caught,
+    and the new value stored whole rather than as a patch on wrong bytes."""
+    rng = np.random.default_rng(6)
+    v1 = {"w": rng.standard_normal((64, 64)).astype(np.float32)}
+    first = manifest.parse(clean(store, save(v1)))
+    oid = first.entries[0].record["oid"]
+    obj = store.path(oid)
+    data = bytearray(obj.read_bytes())
+    data[-20] ^= 0x01  # inside the last zstd frame
+    obj.chmod(0o644)
+    obj.write_bytes(bytes(data))
+    v2 = {"w": v1["w"] * (1 + 1e-3 * rng.standard_normal((64, 64))).astype(np.float32)}
+    second = clean(store, save(v2), previous=first)
+    (entry,) = manifest.parse(second).entries
+    assert entry.record["type"] == "dense"
+    assert smudge(store, second) == save(v2)
