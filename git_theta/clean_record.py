@@ -8,13 +8,14 @@ hashed again. When the file provably has not changed since a clean read it, the 
 that clean answered is the answer, and git's bytes are drained unread.
 
 The proof is the file's change time (ctime; no program can set it). A clean made during git
-command G records the manifest, the file's stat key (device, inode, size, mtime and ctime in
-nanoseconds) taken once git had sent the last byte, and only if that ctime is older than G's
-start by more than MARGIN_NS. Any write after G started would have given the file a ctime
-no older than G's start less one clock tick (the kernel stamps files from a clock that lags
-by at most a tick), so the file was last written before G started, and G read exactly the
-bytes it still holds as long as its stat key is unchanged. A later clean of the file with an
-equal stat key gets the recorded manifest.
+command G records the manifest's digest and the file's stat key (device, inode, size, mtime
+and ctime in nanoseconds) taken once git had sent the last byte, and only if that ctime is
+older than G's start by more than MARGIN_NS. Any write after G started would have given the
+file a ctime no older than G's start less one clock tick (the kernel stamps files from a
+clock that lags by at most a tick), so the file was last written before G started, and G
+read exactly the bytes it still holds as long as its stat key is unchanged. A later clean
+of the file with an equal stat key, while the index holds that manifest (`git cat-file`,
+which a clean reads anyway), answers it.
 
 - Only git commands that read the file itself record (`git hash-object --path` sends other
   bytes under its name), and only if the bytes received are the file's size.
@@ -36,7 +37,7 @@ import os
 import tempfile
 import time
 
-from git_theta import git, index_stat, invoker, manifest
+from git_theta import git, invoker, manifest
 from git_theta.errors import GitThetaError
 from git_theta.materialize import stat_key
 from git_theta.store import Store
@@ -85,7 +86,9 @@ def remember(store: Store, path: str, text: bytes, received: int) -> None:
         return
     if st.st_ctime_ns >= started[1] - MARGIN_NS:
         return  # written too recently: git may have read it while it was being written
-    record = {"stat": stat_key(st), "manifest": text.decode("utf-8", "surrogateescape")}
+    # the manifest's digest, not its text: the index holds the text (a copy per checkpoint
+    # would add ~30 KB per MiniLM-sized file to .git)
+    record = {"stat": stat_key(st), "manifest_sha256": hashlib.sha256(text).hexdigest()}
     target = _record_path(store, path)
     with contextlib.suppress(OSError):
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -101,8 +104,9 @@ def remember(store: Store, path: str, text: bytes, received: int) -> None:
 
 
 def answer(store: Store, src: ByteSource, path: str | None) -> bytes | None:
-    """The recorded manifest of `path` when its stat key is the recorded one and every object
-    it names is still stored (git's bytes on `src` are then drained unread); else None."""
+    """The manifest staged for `path` when the file's stat key is the recorded one, the
+    staged manifest is the recorded one and every object it names is still stored (git's
+    bytes on `src` are then drained unread); None otherwise."""
     if not path:
         return None
     try:
@@ -110,21 +114,24 @@ def answer(store: Store, src: ByteSource, path: str | None) -> bytes | None:
             record = json.load(f)
         if stat_key(os.stat(path)) != record["stat"]:
             return None
-        text = str(record["manifest"]).encode("utf-8", "surrogateescape")
-        m = manifest.parse(text, path)
-    except (OSError, ValueError, TypeError, KeyError, GitThetaError):
+        want = str(record["manifest_sha256"])
+    except (OSError, ValueError, TypeError, KeyError):
         return None
     if invoker.nearest_git_command() not in RECORDING:
         return None  # git may be sending other bytes under this name
-    from git_theta import filters
-
-    if filters.missing_objects(store, m):
-        return None  # collected since (gc): clean stores them again
     # A clean reuses the indexed entries of unchanged tensors (their records and extras):
     # with another manifest of these bytes staged since (`git theta add --fisher`, a
-    # side-loaded patch), that manifest, not the record, is what a clean answers now.
-    staged = git.staged_blob(path)
-    if staged is None or staged[1] != index_stat.blob_id(text, staged[0]):
+    # side-loaded patch), that manifest, not the recorded one, is what a clean answers.
+    text = git.show_blob(":" + path)
+    if text is None or hashlib.sha256(text).hexdigest() != want:
         return None
+    from git_theta import filters
+
+    try:
+        m = manifest.parse(text, path)
+    except GitThetaError:
+        return None
+    if filters.missing_objects(store, m):
+        return None  # collected since (gc): clean stores them again
     src.drain()
     return text

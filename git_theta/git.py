@@ -90,17 +90,6 @@ def stage_blob(path: str, blob: str, mode: str = "100644", cwd: str | Path | Non
     run("update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}", cwd=cwd)
 
 
-def staged_blob(path: str, cwd: str | Path | None = None) -> tuple[str, str] | None:
-    """(object format, blob id) of `path` at stage 0 of the index; None if it has none."""
-    proc = subprocess.run(
-        ["git", "rev-parse", "--show-object-format", "--verify", "-q", ":" + path],
-        cwd=cwd,
-        capture_output=True,
-    )
-    lines = proc.stdout.decode(errors="replace").split()
-    return (lines[0], lines[1]) if proc.returncode == 0 and len(lines) == 2 else None
-
-
 def index_entries(path: str, cwd: str | Path | None = None) -> dict[int, tuple[str, str]]:
     """{stage: (mode, blob oid)} of `path` in the index: {0: ...} normally, 1-3 in a conflict."""
     out: dict[int, tuple[str, str]] = {}

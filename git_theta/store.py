@@ -119,7 +119,11 @@ class ObjectWriter:
         if staged is not None:
             # made ready for publishing now, on the thread that wrote it, so that publishing
             # a transaction is one rename per object
-            self._store.prepare(oid, self._path)
+            try:
+                self._store.prepare(oid, self._path)
+            except StoreWriteError:
+                self._path.unlink(missing_ok=True)
+                raise
             # two threads may store one value at once (clean stores small values on the pool)
             if staged.setdefault(oid, self._path) != self._path:
                 with contextlib.suppress(FileNotFoundError):

@@ -28,12 +28,13 @@ def make_racy(repo: Path, model: Path) -> None:
 
 
 def cleaned_by_hashing(repo: Path, *args: str) -> tuple[bool, str]:
-    """Run git; whether its clean hashed the file (it reads the indexed manifest to compare
-    tensors, a `git cat-file` the record's answer never needs), and git's stdout."""
+    """Run git; whether its clean hashed the file, and git's stdout. A clean that hashes
+    reads the chain cap (`git config theta.chain.max`) for the tensors it may have to store,
+    which an answer from the record never needs."""
     trace = repo.parent / "trace.log"  # outside the work tree
     trace.unlink(missing_ok=True)
     out = git(*args, cwd=repo, env={"GIT_TRACE": str(trace)}).stdout
-    return "cat-file blob :model.safetensors" in trace.read_text(), out
+    return "config --get theta.chain.max" in trace.read_text(), out
 
 
 def test_a_racy_recheck_is_answered_from_the_record(repo: Path) -> None:
