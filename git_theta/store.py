@@ -254,7 +254,7 @@ class Store:
         finally:
             staged, txn.staged = txn.staged, None
             if ok:
-                # renames into ~1 ms shard directories each: on the pool, a few at a time
+                # one rename each (the writers made them ready), on the pool
                 from git_theta import parallel
 
                 def publish(item: tuple[str, Path]) -> None:
