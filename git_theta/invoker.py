@@ -1,4 +1,5 @@
-"""Which git command started this process, to skip a smudge nobody will check out.
+"""Which git command started this process, to skip a smudge nobody will check out (and,
+for clean_record.py, which git process that is and so when it started).
 
 `git diff`, `git log -p` and `git show` smudge a blob into a temporary file before handing
 it to a textconv or external diff program; for git-theta that means rebuilding the whole
