@@ -93,9 +93,8 @@ def store_changed(
 
     group = dtypes.get(spec.dtype).itemsize
     kind = f"dense/g{group}"
-    if len(data) < WHOLE_MAX or old is None or old.dtype != spec.dtype:
-        return filters._store_dense(txn, data, spec, h, st)
-    if txn.recall(h, kind) is not None:
+    small = len(data) < WHOLE_MAX
+    if small or old is None or old.dtype != spec.dtype or txn.recall(h, kind) is not None:
         return filters._store_dense(txn, data, spec, h, st)
     if depth(old.record) + 1 > chain_max():
         return filters._store_dense(txn, data, spec, h, st)
